@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meterd/v1/usage.proto.
  */
 export const file_meterd_v1_usage: GenFile = /*@__PURE__*/
-  fileDesc("ChVtZXRlcmQvdjEvdXNhZ2UucHJvdG8SCW1ldGVyZC52MSLKAgoFVXNhZ2USEwoLZmVhdHVyZV9rZXkYASABKAkSEAoIY29uc3VtZWQYAiABKAESDQoFbGltaXQYAyABKAESEQoJcmVtYWluaW5nGAQgASgBEhEKCXVubGltaXRlZBgFIAEoCBIXCg9wZXJjZW50YWdlX3VzZWQYBiABKAESMAoMcGVyaW9kX3N0YXJ0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdvdmVyYWdlGAkgASgBEigKCmxpbWl0X2tpbmQYCiABKA4yFC5tZXRlcmQudjEuTGltaXRLaW5kEhYKDmNyZWRpdF9iYWxhbmNlGAsgASgBEhcKD2NyZWRpdHNfY2hhcmdlZBgMIAEoASJKCgpFdmVudEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRINCgVmaWVsZBgDIAEoCRIOCgZyZWFzb24YBCABKAkqTwoIRGVjaXNpb24SGAoUREVDSVNJT05fVU5TUEVDSUZJRUQQABIUChBERUNJU0lPTl9BTExPV0VEEAESEwoPREVDSVNJT05fREVOSUVEEAIqjAEKCkRlbnlSZWFzb24SGwoXREVOWV9SRUFTT05fVU5TUEVDSUZJRUQQABIdChlERU5ZX1JFQVNPTl9MSU1JVF9SRUFDSEVEEAESJAogREVOWV9SRUFTT05fSU5TVUZGSUNJRU5UX0NSRURJVFMQAhIcChhERU5ZX1JFQVNPTl9OT1RfRU5USVRMRUQQAypRCglMaW1pdEtpbmQSGgoWTElNSVRfS0lORF9VTlNQRUNJRklFRBAAEhMKD0xJTUlUX0tJTkRfSEFSRBABEhMKD0xJTUlUX0tJTkRfU09GVBACYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChVtZXRlcmQvdjEvdXNhZ2UucHJvdG8SCW1ldGVyZC52MSLKAgoFVXNhZ2USEwoLZmVhdHVyZV9rZXkYASABKAkSEAoIY29uc3VtZWQYAiABKAESDQoFbGltaXQYAyABKAESEQoJcmVtYWluaW5nGAQgASgBEhEKCXVubGltaXRlZBgFIAEoCBIXCg9wZXJjZW50YWdlX3VzZWQYBiABKAESMAoMcGVyaW9kX3N0YXJ0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdvdmVyYWdlGAkgASgBEigKCmxpbWl0X2tpbmQYCiABKA4yFC5tZXRlcmQudjEuTGltaXRLaW5kEhYKDmNyZWRpdF9iYWxhbmNlGAsgASgBEhcKD2NyZWRpdHNfY2hhcmdlZBgMIAEoASJKCgpFdmVudEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRINCgVmaWVsZBgDIAEoCRIOCgZyZWFzb24YBCABKAkiOgoLRXJyb3JEZXRhaWwSDgoGcmVhc29uGAEgASgJEg0KBWZpZWxkGAIgASgJEgwKBHJ1bGUYAyABKAkqTwoIRGVjaXNpb24SGAoUREVDSVNJT05fVU5TUEVDSUZJRUQQABIUChBERUNJU0lPTl9BTExPV0VEEAESEwoPREVDSVNJT05fREVOSUVEEAIqjAEKCkRlbnlSZWFzb24SGwoXREVOWV9SRUFTT05fVU5TUEVDSUZJRUQQABIdChlERU5ZX1JFQVNPTl9MSU1JVF9SRUFDSEVEEAESJAogREVOWV9SRUFTT05fSU5TVUZGSUNJRU5UX0NSRURJVFMQAhIcChhERU5ZX1JFQVNPTl9OT1RfRU5USVRMRUQQAypRCglMaW1pdEtpbmQSGgoWTElNSVRfS0lORF9VTlNQRUNJRklFRBAAEhMKD0xJTUlUX0tJTkRfSEFSRBABEhMKD0xJTUlUX0tJTkRfU09GVBACYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * One customer's usage of one feature in the current (or the event's) period.
@@ -143,6 +143,41 @@ export type EventError = Message<"meterd.v1.EventError"> & {
  */
 export const EventErrorSchema: GenMessage<EventError> = /*@__PURE__*/
   messageDesc(file_meterd_v1_usage, 1);
+
+/**
+ * Attached to every error the service returns: a stable reason, and for bad input the field and the rule.
+ *
+ * @generated from message meterd.v1.ErrorDetail
+ */
+export type ErrorDetail = Message<"meterd.v1.ErrorDetail"> & {
+  /**
+   * A stable machine-readable reason, for example "AMOUNT_NOT_FINITE".
+   *
+   * @generated from field: string reason = 1;
+   */
+  reason: string;
+
+  /**
+   * The offending field, for example "events[3].amount".
+   *
+   * @generated from field: string field = 2;
+   */
+  field: string;
+
+  /**
+   * The rule that field broke, for example "must be a finite number".
+   *
+   * @generated from field: string rule = 3;
+   */
+  rule: string;
+};
+
+/**
+ * Describes the message meterd.v1.ErrorDetail.
+ * Use `create(ErrorDetailSchema)` to create a new message.
+ */
+export const ErrorDetailSchema: GenMessage<ErrorDetail> = /*@__PURE__*/
+  messageDesc(file_meterd_v1_usage, 2);
 
 /**
  * Whether an event was counted.

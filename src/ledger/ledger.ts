@@ -1,0 +1,47 @@
+// The ledger: every counted event, durable and exactly once. Counters are derived from it.
+
+export type EventKind = "track" | "set" | "adjustment" | "topup";
+
+export interface LedgerEvent {
+  id: string;
+  customerId: string;
+  /** null for credit top-ups. */
+  featureKey: string | null;
+  kind: EventKind;
+  /** Exact decimal in the feature's units, for example "0.1" or "-3". "0" for top-ups. */
+  amount: string;
+  /** Exact decimal wallet movement: positive for a top-up, negative for a credit-funded charge, else "0". */
+  credits: string;
+  /** The client's key; null when the client gave none (the event id then deduplicates). */
+  idempotencyKey: string | null;
+  /** Identifies the payload, so that a reused key with another payload is told apart from a retry. */
+  fingerprint: string;
+  occurredAt: Date;
+  properties: Record<string, string>;
+}
+
+export interface StoredEvent extends LedgerEvent {
+  recordedAt: Date;
+}
+
+export type AppendOutcome = { inserted: true } | { inserted: false; existing: StoredEvent };
+
+export interface Ledger {
+  /**
+   * Commits the events durably (group-committed with concurrent callers) and resolves only after the
+   * commit. One outcome per event, in order: inserted, or already there (same id, or same customer and
+   * idempotency key), with the row that was there.
+   */
+  append(events: LedgerEvent[]): Promise<AppendOutcome[]>;
+  findByKey(customerId: string, idempotencyKey: string): Promise<StoredEvent | null>;
+  /** Exact decimal sum of amount for events with from <= occurred_at < to (null: unbounded). */
+  sumUsage(customerId: string, featureKey: string, from: Date | null, to: Date | null): Promise<string>;
+  /** Exact decimal sum of credits. */
+  walletBalance(customerId: string): Promise<string>;
+  /** Events that moved the wallet (credits <> 0), newest first. */
+  walletHistory(customerId: string, limit: number): Promise<StoredEvent[]>;
+  /** Every event of a customer, oldest first (tests and reconciliation). */
+  listEvents(customerId: string): Promise<StoredEvent[]>;
+  /** Waits for pending commits, then releases the database. */
+  close(): Promise<void>;
+}
