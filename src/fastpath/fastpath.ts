@@ -1,0 +1,72 @@
+// The fast path decides and applies one event atomically: deduplication, the hard-limit and credit
+// checks, and the increments of the usage counter and the credit wallet. It is a cache of the ledger:
+// every counter is loaded from the ledger's sum before it is first used, so it can be rebuilt at any time.
+
+/** One usage counter: a customer's feature in one period ("p" for persistent features). */
+export interface CounterRef {
+  customerId: string;
+  featureKey: string;
+  periodKey: string;
+}
+
+export type Operation =
+  /** Add `units` (negative for a correction). */
+  | { kind: "add"; units: number }
+  /** Set the total to `target`; the delta is computed inside the atomic step. */
+  | { kind: "set"; target: number; expected: number | null };
+
+export interface ApplyRequest {
+  customerId: string;
+  eventId: string;
+  /** The client's idempotency key, or the event id when the client gave none. */
+  dedupeKey: string;
+  fingerprint: string;
+  /** null for a wallet-only movement (a credit top-up). */
+  counter: CounterRef | null;
+  op: Operation;
+  /** Hard limit in units; null when nothing caps the counter (unlimited or a soft limit). */
+  limit: number | null;
+  /** Wallet movement in credit units: negative for a charge, positive for a top-up; 0 leaves it alone. */
+  walletDelta: number;
+  /** Whether a charge may take the wallet below zero (false for hard features). */
+  walletMayGoNegative: boolean;
+}
+
+export type ApplyResult =
+  | { code: "APPLIED"; before: number; after: number; delta: number; walletAfter: number | null }
+  | { code: "DENIED_LIMIT"; consumed: number }
+  | { code: "DENIED_CREDITS"; consumed: number; wallet: number }
+  /** A settled event with this key and fingerprint: `result` is what settle() stored. */
+  | { code: "DUPLICATE"; result: string }
+  /** An event with this key is being committed right now: wait for it, then apply again. */
+  | { code: "PENDING" }
+  /** The key was used for another payload. */
+  | { code: "KEY_CONFLICT" }
+  /** SetUsage's expected_used does not match. */
+  | { code: "EXPECTED_MISMATCH"; consumed: number }
+  /** The total would leave the exact range. */
+  | { code: "OUT_OF_RANGE"; consumed: number }
+  /** The counter or the wallet has not been loaded from the ledger yet. */
+  | { code: "NOT_LOADED"; counter: boolean; wallet: boolean };
+
+export interface Readings {
+  /** null where the counter is not loaded. */
+  counters: Array<number | null>;
+  wallet: number | null;
+}
+
+export interface FastPath {
+  apply(req: ApplyRequest): Promise<ApplyResult>;
+  /** After the ledger commit: keep `result` for replays of the key. */
+  settle(customerId: string, dedupeKey: string, result: string): Promise<void>;
+  /** The commit failed or found the event already there: undo an APPLIED request and forget its key. */
+  revert(req: ApplyRequest, applied: { delta: number }): Promise<void>;
+  /** Resolves once the pending event with this key is settled or reverted. */
+  waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void>;
+  /** Sets a counter from the ledger's sum, unless it is already loaded. */
+  loadCounter(counter: CounterRef, units: number): Promise<void>;
+  /** Sets a wallet from the ledger's sum, unless it is already loaded. */
+  loadWallet(customerId: string, units: number): Promise<void>;
+  read(counters: CounterRef[], walletOf: string | null): Promise<Readings>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,131 @@
+// The in-process fast path of the embedded default. Atomic by construction: apply() runs from its
+// first read to its last write without an await, so no other call can interleave with a decision.
+import { MAX_UNITS } from "../metering/decimal.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Readings } from "./fastpath.js";
+
+interface KeyRecord {
+  fingerprint: string;
+  /** The stored result once settled; null while the event is being committed. */
+  result: string | null;
+  waiters: Array<() => void>;
+}
+
+/** Settled keys kept in memory; older ones are still caught by the ledger's unique index. */
+const MAX_SETTLED_KEYS = 1_000_000;
+
+const counterId = (c: CounterRef) => `${c.customerId}\u0000${c.featureKey}\u0000${c.periodKey}`;
+const keyId = (customerId: string, dedupeKey: string) => `${customerId}\u0000${dedupeKey}`;
+
+export class MemoryFastPath implements FastPath {
+  private readonly counters = new Map<string, number>();
+  private readonly wallets = new Map<string, number>();
+  private readonly keys = new Map<string, KeyRecord>();
+
+  async apply(req: ApplyRequest): Promise<ApplyResult> {
+    const id = keyId(req.customerId, req.dedupeKey);
+    const record = this.keys.get(id);
+    if (record) {
+      if (record.fingerprint !== req.fingerprint) return { code: "KEY_CONFLICT" };
+      return record.result === null ? { code: "PENDING" } : { code: "DUPLICATE", result: record.result };
+    }
+
+    const cid = req.counter ? counterId(req.counter) : null;
+    const consumed = cid === null ? 0 : this.counters.get(cid);
+    const usesWallet = req.walletDelta !== 0;
+    const wallet = usesWallet ? this.wallets.get(req.customerId) : 0;
+    if (consumed === undefined || wallet === undefined) {
+      return { code: "NOT_LOADED", counter: consumed === undefined, wallet: wallet === undefined };
+    }
+
+    let delta: number;
+    if (req.op.kind === "set") {
+      if (req.op.expected !== null && req.op.expected !== consumed) return { code: "EXPECTED_MISMATCH", consumed };
+      delta = req.op.target - consumed;
+    } else {
+      delta = req.op.units;
+    }
+    const after = consumed + delta;
+    if (Math.abs(after) > MAX_UNITS) return { code: "OUT_OF_RANGE", consumed };
+    // Only growth is capped: a correction or a lower SetUsage is always admitted.
+    if (delta > 0 && req.limit !== null && after > req.limit) return { code: "DENIED_LIMIT", consumed };
+    const walletAfter = wallet + req.walletDelta;
+    if (req.walletDelta < 0 && walletAfter < 0 && !req.walletMayGoNegative) {
+      return { code: "DENIED_CREDITS", consumed, wallet };
+    }
+    if (Math.abs(walletAfter) > MAX_UNITS) return { code: "OUT_OF_RANGE", consumed };
+
+    if (cid !== null) this.counters.set(cid, after);
+    if (usesWallet) this.wallets.set(req.customerId, walletAfter);
+    this.keys.set(id, { fingerprint: req.fingerprint, result: null, waiters: [] });
+    return { code: "APPLIED", before: consumed, after, delta, walletAfter: usesWallet ? walletAfter : null };
+  }
+
+  async settle(customerId: string, dedupeKey: string, result: string): Promise<void> {
+    const id = keyId(customerId, dedupeKey);
+    const record = this.keys.get(id);
+    if (!record) return;
+    record.result = result;
+    this.wake(record);
+    if (this.keys.size > MAX_SETTLED_KEYS) this.prune();
+  }
+
+  async revert(req: ApplyRequest, applied: { delta: number }): Promise<void> {
+    if (req.counter) {
+      const cid = counterId(req.counter);
+      this.counters.set(cid, (this.counters.get(cid) ?? 0) - applied.delta);
+    }
+    if (req.walletDelta !== 0) {
+      this.wallets.set(req.customerId, (this.wallets.get(req.customerId) ?? 0) - req.walletDelta);
+    }
+    const id = keyId(req.customerId, req.dedupeKey);
+    const record = this.keys.get(id);
+    this.keys.delete(id);
+    if (record) this.wake(record);
+  }
+
+  waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void> {
+    const record = this.keys.get(keyId(customerId, dedupeKey));
+    if (!record || record.result !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      record.waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  async loadCounter(counter: CounterRef, units: number): Promise<void> {
+    const cid = counterId(counter);
+    if (!this.counters.has(cid)) this.counters.set(cid, units);
+  }
+
+  async loadWallet(customerId: string, units: number): Promise<void> {
+    if (!this.wallets.has(customerId)) this.wallets.set(customerId, units);
+  }
+
+  async read(counters: CounterRef[], walletOf: string | null): Promise<Readings> {
+    return {
+      counters: counters.map((c) => this.counters.get(counterId(c)) ?? null),
+      wallet: walletOf === null ? null : (this.wallets.get(walletOf) ?? null),
+    };
+  }
+
+  async close(): Promise<void> {}
+
+  private wake(record: KeyRecord): void {
+    const waiters = record.waiters.splice(0);
+    for (const wake of waiters) wake();
+  }
+
+  /** Drops the oldest settled keys (Map keeps insertion order) down to 90% of the cap. */
+  private prune(): void {
+    let excess = this.keys.size - Math.floor(MAX_SETTLED_KEYS * 0.9);
+    for (const [id, record] of this.keys) {
+      if (excess <= 0) break;
+      if (record.result === null) continue;
+      this.keys.delete(id);
+      excess--;
+    }
+  }
+}

@@ -1,0 +1,45 @@
+// Errors of the metering rules. Each carries a stable reason, and for bad input the field and the
+// rule it broke, both in the message and as a meterd.v1.ErrorDetail that clients can read.
+import { Code, ConnectError } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { ErrorDetailSchema } from "../../gen/meterd/v1/usage_pb.js";
+
+export class MeterError extends ConnectError {
+  constructor(
+    code: Code,
+    readonly reason: string,
+    message: string,
+    readonly field = "",
+    readonly rule = "",
+  ) {
+    super(message, code, undefined, [{ desc: ErrorDetailSchema, value: { reason, field, rule } }]);
+    this.name = "MeterError";
+  }
+
+  /** The same error about a field nested under `prefix`, for example "events[3]". */
+  under(prefix: string): MeterError {
+    const field = this.field === "" ? prefix : `${prefix}.${this.field}`;
+    return new MeterError(this.code, this.reason, this.rawMessage.replace(this.field, field), field, this.rule);
+  }
+
+  /** The per-event error of a batch or a stream. */
+  toEventError(): { code: string; message: string; field: string; reason: string } {
+    return { code: codeToString(this.code), message: this.rawMessage, field: this.field, reason: this.reason };
+  }
+}
+
+/** Bad input: INVALID_ARGUMENT naming the field and the rule. */
+export function invalid(field: string, rule: string, reason: string): MeterError {
+  return new MeterError(Code.InvalidArgument, reason, `${field} ${rule}`, field, rule);
+}
+
+/** The ledger could not commit: nothing was counted, and a retry with the same key is safe. */
+export function ledgerUnavailable(cause: unknown): MeterError {
+  const error = new MeterError(
+    Code.Unavailable,
+    "LEDGER_UNAVAILABLE",
+    "the ledger could not commit the event; nothing was counted, retry with the same idempotency key",
+  );
+  error.cause = cause;
+  return error;
+}

@@ -1,0 +1,400 @@
+// The metering rules: one Track goes validate -> FastPath.apply (atomic decision and increments)
+// -> Ledger.append (group commit) -> answer. An ALLOWED answer is only given after the commit; a
+// failed commit undoes the increments, so a retry with the same key counts exactly once.
+import { createHash, randomUUID } from "node:crypto";
+import { Code } from "@connectrpc/connect";
+import type { Catalog } from "../catalog/catalog.js";
+import type { Customer, Feature } from "../catalog/types.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath } from "../fastpath/fastpath.js";
+import type { EventKind, Ledger, LedgerEvent, StoredEvent } from "../ledger/ledger.js";
+import type { UsageChanges } from "./changes.js";
+import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsToNumber } from "./decimal.js";
+import { invalid, ledgerUnavailable, MeterError } from "./errors.js";
+import { type Period, periodKey, periodOf } from "./period.js";
+import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
+import { CREDIT_PRECISION, limitUnitsOf, snapshot, type Terms, thresholdsCrossed } from "./usage.js";
+import { checkCustomerId, checkIdempotencyKey, checkProperties, checkTimestamp, type TimeWindow } from "./validate.js";
+
+export interface MeterDeps {
+  catalog: Catalog;
+  fastPath: FastPath;
+  ledger: Ledger;
+  changes: UsageChanges;
+  window: TimeWindow;
+  clock?: () => Date;
+}
+
+/** An event ready for the fast path: validated, priced, and with its ledger row but for the amount. */
+interface Prepared {
+  req: ApplyRequest;
+  terms: Terms | null;
+  row: Omit<LedgerEvent, "amount" | "credits">;
+}
+
+/** How long a retry waits for the same key's first attempt to commit. */
+const PENDING_WAIT_MS = 5_000;
+const MAX_ATTEMPTS = 20;
+
+export class Meter {
+  readonly catalog: Catalog;
+  private readonly fastPath: FastPath;
+  private readonly ledger: Ledger;
+  private readonly changes: UsageChanges;
+  private readonly window: TimeWindow;
+  private readonly clock: () => Date;
+
+  constructor(deps: MeterDeps) {
+    this.catalog = deps.catalog;
+    this.fastPath = deps.fastPath;
+    this.ledger = deps.ledger;
+    this.changes = deps.changes;
+    this.window = deps.window;
+    this.clock = deps.clock ?? (() => new Date());
+  }
+
+  async track(input: TrackInput, caller: Caller): Promise<TrackOutcome> {
+    checkCustomerId(input.customerId);
+    const feature = this.featureOf(input.featureKey);
+    const amount = amountToUnits(input.amount, feature.precision);
+    if (!amount.ok) throw invalid("amount", amount.rule, amount.reason);
+    if (amount.units < 0 && !caller.mayCorrect) {
+      throw new MeterError(Code.PermissionDenied, "NEGATIVE_AMOUNT_FORBIDDEN", "amount may be negative only with a secret key", "amount", "must not be negative");
+    }
+    checkIdempotencyKey(input.idempotencyKey);
+    checkProperties(input.properties);
+    const now = this.clock();
+    const at = input.timestamp ?? now;
+    if (input.timestamp) checkTimestamp(input.timestamp, now, this.window);
+
+    const customer = this.catalog.customer(input.customerId);
+    const terms = this.termsAt(customer, feature, at);
+    const kind: EventKind = amount.units < 0 ? "adjustment" : "track";
+    const fingerprint = fingerprintOf([kind, feature.key, amount.units, input.timestamp?.getTime() ?? null, input.properties]);
+    if (!terms) return this.notEntitled(feature, at, customer);
+
+    const charge = feature.creditCost === null ? 0 : creditsForUnits(Math.abs(amount.units), feature.precision, feature.creditCost);
+    const prepared = this.prepare(customer, input.idempotencyKey, fingerprint, terms, { kind: "add", units: amount.units }, {
+      kind,
+      occurredAt: at,
+      properties: input.properties,
+      walletDelta: amount.units < 0 ? charge : -charge,
+    });
+    return this.execute(prepared);
+  }
+
+  async setUsage(input: SetUsageInput): Promise<TrackOutcome> {
+    checkCustomerId(input.customerId);
+    const feature = this.featureOf(input.featureKey);
+    if (feature.creditCost !== null) {
+      throw invalid("feature_key", "must not be credit-funded: SetUsage cannot price a delta, use Track", "SET_USAGE_CREDIT_FUNDED");
+    }
+    const target = this.nonNegative(input.used, feature, "used");
+    const expected = input.expectedUsed === null ? null : this.nonNegative(input.expectedUsed, feature, "expected_used");
+    checkIdempotencyKey(input.idempotencyKey);
+    checkProperties(input.properties);
+    const now = this.clock();
+    const customer = this.catalog.customer(input.customerId);
+    const terms = this.termsAt(customer, feature, now);
+    if (!terms) return this.notEntitled(feature, now, customer);
+    const fingerprint = fingerprintOf(["set", feature.key, target, expected, input.properties]);
+    const prepared = this.prepare(customer, input.idempotencyKey, fingerprint, terms, { kind: "set", target, expected }, {
+      kind: "set",
+      occurredAt: now,
+      properties: input.properties,
+      walletDelta: 0,
+    });
+    return this.execute(prepared);
+  }
+
+  async topUp(input: TopUpInput): Promise<TopUpOutcome> {
+    checkCustomerId(input.customerId);
+    const credits = amountToUnits(input.amount, CREDIT_PRECISION);
+    if (!credits.ok) throw invalid("amount", credits.rule, credits.reason);
+    if (credits.units <= 0) throw invalid("amount", "must be greater than 0", "TOP_UP_NOT_POSITIVE");
+    if (input.idempotencyKey === "") throw invalid("idempotency_key", "is required for a top-up", "IDEMPOTENCY_KEY_REQUIRED");
+    checkIdempotencyKey(input.idempotencyKey);
+    if (input.description.length > 500) throw invalid("description", "must be at most 500 characters", "TEXT_TOO_LONG");
+    const customer = this.catalog.customer(input.customerId);
+    const properties = input.description === "" ? {} : { description: input.description };
+    const prepared = this.prepare(customer, input.idempotencyKey, fingerprintOf(["topup", credits.units, input.description]), null, { kind: "add", units: 0 }, {
+      kind: "topup",
+      occurredAt: this.clock(),
+      properties,
+      walletDelta: credits.units,
+    });
+    const outcome = await this.execute(prepared);
+    return { entryId: outcome.eventId, duplicate: outcome.duplicate, balance: outcome.usage.creditBalance ?? 0 };
+  }
+
+  /** May the customer use `amount` more? Reads only. */
+  async check(customerId: string, featureKey: string, amountValue: number): Promise<{ allowed: boolean; denyReason: TrackOutcome["denyReason"]; usage: TrackOutcome["usage"] }> {
+    checkCustomerId(customerId);
+    const feature = this.featureOf(featureKey);
+    const units = amountValue === 0 ? 10 ** feature.precision : this.nonNegative(amountValue, feature, "amount");
+    const customer = this.catalog.customer(customerId);
+    const now = this.clock();
+    const terms = this.termsAt(customer, feature, now);
+    if (!terms) {
+      const denied = this.notEntitled(feature, now, customer);
+      return { allowed: false, denyReason: denied.denyReason, usage: denied.usage };
+    }
+    const [consumed, wallet] = await this.readTerms(customerId, [terms], feature.creditCost !== null);
+    const used = consumed[0] ?? 0;
+    const cost = feature.creditCost === null ? 0 : creditsForUnits(units, feature.precision, feature.creditCost);
+    let denyReason: TrackOutcome["denyReason"] = null;
+    if (terms.entitlement.hard && terms.limitUnits !== null && used + units > terms.limitUnits) denyReason = "limit_reached";
+    else if (wallet !== null && terms.entitlement.hard && wallet < cost) denyReason = "insufficient_credits";
+    return { allowed: denyReason === null, denyReason, usage: snapshot(terms, used, wallet) };
+  }
+
+  /** The customer's terms for a feature at an instant; null if the plan does not include it. */
+  termsAt(customer: Customer, feature: Feature, at: Date): Terms | null {
+    const entitlement = this.catalog.entitlement(customer, feature.key);
+    if (!entitlement) return null;
+    const period: Period | null =
+      feature.kind === "persistent" ? null : periodOf(at, feature.interval, feature.anchor, customer.billingAnchor);
+    return { feature, entitlement, limitUnits: limitUnitsOf(feature, entitlement), period };
+  }
+
+  /** Counters (and the wallet) for these terms, loaded from the ledger where the fast path lacks them. */
+  async readTerms(customerId: string, terms: Terms[], withWallet: boolean): Promise<[number[], number | null]> {
+    const refs = terms.map((t) => counterRef(customerId, t));
+    for (let attempt = 0; ; attempt++) {
+      const readings = await this.fastPath.read(refs, withWallet ? customerId : null);
+      const missing = refs.filter((_, i) => readings.counters[i] === null);
+      const walletMissing = withWallet && readings.wallet === null;
+      if ((missing.length === 0 && !walletMissing) || attempt > 2) {
+        return [readings.counters.map((c) => c ?? 0), withWallet ? (readings.wallet ?? 0) : null];
+      }
+      await Promise.all(refs.map((ref, i) => (readings.counters[i] === null ? this.loadCounter(ref, terms[i]!) : null)));
+      if (walletMissing) await this.loadWallet(customerId);
+    }
+  }
+
+  private featureOf(key: string): Feature {
+    if (key === "") throw invalid("feature_key", "must not be empty", "FEATURE_KEY_EMPTY");
+    const feature = this.catalog.feature(key);
+    if (!feature) throw invalid("feature_key", `must name a known feature, "${key}" is not one`, "UNKNOWN_FEATURE");
+    return feature;
+  }
+
+  private nonNegative(value: number, feature: Feature, field: string): number {
+    const units = amountToUnits(value, feature.precision);
+    if (!units.ok) throw invalid(field, units.rule, units.reason);
+    if (units.units < 0) throw invalid(field, "must not be negative", "NEGATIVE_QUANTITY");
+    return units.units;
+  }
+
+  private prepare(
+    customer: Customer,
+    idempotencyKey: string,
+    fingerprint: string,
+    terms: Terms | null,
+    op: ApplyRequest["op"],
+    event: { kind: EventKind; occurredAt: Date; properties: Record<string, string>; walletDelta: number },
+  ): Prepared {
+    // The id is given before the fast path, so that a resent command cannot count twice.
+    const eventId = randomUUID();
+    const hard = terms?.entitlement.hard ?? true;
+    return {
+      terms,
+      req: {
+        customerId: customer.id,
+        eventId,
+        dedupeKey: idempotencyKey === "" ? eventId : idempotencyKey,
+        fingerprint,
+        counter: terms ? counterRef(customer.id, terms) : null,
+        op,
+        limit: hard ? (terms?.limitUnits ?? null) : null,
+        walletDelta: event.walletDelta,
+        walletMayGoNegative: !hard,
+      },
+      row: {
+        id: eventId,
+        customerId: customer.id,
+        featureKey: terms?.feature.key ?? null,
+        kind: event.kind,
+        idempotencyKey: idempotencyKey === "" ? null : idempotencyKey,
+        fingerprint,
+        occurredAt: event.occurredAt,
+        properties: event.properties,
+      },
+    };
+  }
+
+  private async execute(p: Prepared): Promise<TrackOutcome> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const result = await this.fastPath.apply(p.req);
+      switch (result.code) {
+        case "APPLIED":
+          return this.commit(p, result);
+        case "NOT_LOADED":
+          if (result.counter && p.req.counter && p.terms) await this.loadCounter(p.req.counter, p.terms);
+          if (result.wallet) await this.loadWallet(p.req.customerId);
+          continue;
+        case "PENDING":
+          await this.fastPath.waitSettled(p.req.customerId, p.req.dedupeKey, PENDING_WAIT_MS);
+          continue;
+        case "DUPLICATE":
+          return { ...(JSON.parse(result.result) as TrackOutcome), duplicate: true };
+        case "KEY_CONFLICT":
+          throw keyConflict(p.row.idempotencyKey ?? "");
+        case "EXPECTED_MISMATCH":
+          throw new MeterError(
+            Code.FailedPrecondition,
+            "EXPECTED_USED_MISMATCH",
+            `expected_used does not match the current total ${this.display(p, result.consumed)}`,
+            "expected_used",
+            "must equal the current total",
+          );
+        case "OUT_OF_RANGE":
+          throw new MeterError(Code.OutOfRange, "TOTAL_OUT_OF_RANGE", "the total would exceed the largest exact total", "amount", "total must stay within the exact range");
+        case "DENIED_LIMIT":
+        case "DENIED_CREDITS":
+          return (await this.replayFromLedger(p)) ?? this.denied(p, result);
+      }
+    }
+    throw new MeterError(Code.Unavailable, "BUSY", "the event could not be decided in time; retry with the same idempotency key");
+  }
+
+  private async commit(p: Prepared, applied: Extract<ApplyResult, { code: "APPLIED" }>): Promise<TrackOutcome> {
+    const precision = p.terms?.feature.precision ?? 0;
+    const event: LedgerEvent = {
+      ...p.row,
+      amount: unitsToDecimal(applied.delta, precision),
+      credits: unitsToDecimal(p.req.walletDelta, CREDIT_PRECISION),
+    };
+    let outcome;
+    try {
+      [outcome] = await this.ledger.append([event]);
+    } catch (error) {
+      await this.fastPath.revert(p.req, applied);
+      throw ledgerUnavailable(error);
+    }
+    if (!outcome?.inserted) {
+      // The ledger already holds this key: an event that the fast path no longer knew about.
+      await this.fastPath.revert(p.req, applied);
+      return this.fromExisting(p, outcome?.existing);
+    }
+    const consumed = p.req.counter ? applied.after : 0;
+    const outcomeOk: TrackOutcome = {
+      eventId: p.req.eventId,
+      allowed: true,
+      denyReason: null,
+      duplicate: false,
+      usage: p.terms
+        ? snapshot(p.terms, consumed, applied.walletAfter, -p.req.walletDelta)
+        : walletOnly(applied.walletAfter),
+      thresholdsCrossed: p.terms ? thresholdsCrossed(p.terms, applied.before, applied.after) : [],
+      delta: p.terms ? unitsToNumber(applied.delta, precision) : 0,
+    };
+    await this.fastPath.settle(p.req.customerId, p.req.dedupeKey, JSON.stringify(outcomeOk));
+    this.changes.notify(p.req.customerId, p.row.featureKey);
+    return outcomeOk;
+  }
+
+  /** A denied retry of an event the ledger holds (for example after a restart) is a replay, not a denial. */
+  private async replayFromLedger(p: Prepared): Promise<TrackOutcome | null> {
+    if (p.row.idempotencyKey === null) return null;
+    const existing = await this.ledger.findByKey(p.req.customerId, p.row.idempotencyKey);
+    return existing ? this.fromExisting(p, existing) : null;
+  }
+
+  private async fromExisting(p: Prepared, existing: StoredEvent | undefined): Promise<TrackOutcome> {
+    if (!existing) throw new MeterError(Code.Internal, "LEDGER_NO_OUTCOME", "the ledger returned no outcome");
+    if (existing.fingerprint !== p.req.fingerprint) throw keyConflict(p.row.idempotencyKey ?? "");
+    const precision = p.terms?.feature.precision ?? 0;
+    const [consumed, wallet] = p.terms
+      ? await this.readTerms(p.req.customerId, [p.terms], p.terms.feature.creditCost !== null)
+      : [[0], await this.walletUnits(p.req.customerId)];
+    return {
+      eventId: existing.id,
+      allowed: true,
+      denyReason: null,
+      duplicate: true,
+      usage: p.terms ? snapshot(p.terms, consumed[0] ?? 0, wallet) : walletOnly(wallet),
+      thresholdsCrossed: [],
+      delta: existing.featureKey === null ? 0 : unitsToNumber(decimalToUnits(existing.amount, precision), precision),
+    };
+  }
+
+  private denied(p: Prepared, result: Extract<ApplyResult, { code: "DENIED_LIMIT" | "DENIED_CREDITS" }>): TrackOutcome {
+    const wallet = result.code === "DENIED_CREDITS" ? result.wallet : null;
+    return {
+      eventId: p.req.eventId,
+      allowed: false,
+      denyReason: result.code === "DENIED_LIMIT" ? "limit_reached" : "insufficient_credits",
+      duplicate: false,
+      usage: p.terms ? snapshot(p.terms, result.consumed, wallet) : walletOnly(wallet),
+      thresholdsCrossed: [],
+      delta: 0,
+    };
+  }
+
+  private notEntitled(feature: Feature, at: Date, customer: Customer): TrackOutcome {
+    const period = feature.kind === "persistent" ? null : periodOf(at, feature.interval, feature.anchor, customer.billingAnchor);
+    const terms: Terms = { feature, entitlement: { featureKey: feature.key, limit: "0", hard: true, thresholds: [] }, limitUnits: 0, period };
+    return { eventId: "", allowed: false, denyReason: "not_entitled", duplicate: false, usage: snapshot(terms, 0, null), thresholdsCrossed: [], delta: 0 };
+  }
+
+  private display(p: Prepared, units: number): string {
+    return unitsToDecimal(units, p.terms?.feature.precision ?? 0);
+  }
+
+  private async loadCounter(ref: CounterRef, terms: Terms): Promise<void> {
+    const period = terms.period;
+    const sum = await this.ledger.sumUsage(ref.customerId, ref.featureKey, period?.start ?? null, period?.end ?? null);
+    await this.fastPath.loadCounter(ref, decimalToUnits(sum, terms.feature.precision));
+  }
+
+  private async loadWallet(customerId: string): Promise<void> {
+    const balance = await this.ledger.walletBalance(customerId);
+    await this.fastPath.loadWallet(customerId, decimalToUnits(balance, CREDIT_PRECISION));
+  }
+
+  async walletUnits(customerId: string): Promise<number> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { wallet } = await this.fastPath.read([], customerId);
+      if (wallet !== null) return wallet;
+      await this.loadWallet(customerId);
+    }
+    return 0;
+  }
+}
+
+export function counterRef(customerId: string, terms: Terms): CounterRef {
+  return { customerId, featureKey: terms.feature.key, periodKey: periodKey(terms.period) };
+}
+
+function walletOnly(wallet: number | null): TrackOutcome["usage"] {
+  return {
+    featureKey: "",
+    consumed: 0,
+    limit: null,
+    remaining: 0,
+    percentageUsed: 0,
+    periodStart: null,
+    periodEnd: null,
+    overage: 0,
+    hard: true,
+    creditBalance: wallet === null ? null : unitsToNumber(wallet, CREDIT_PRECISION),
+    creditsCharged: 0,
+  };
+}
+
+function keyConflict(key: string): MeterError {
+  return new MeterError(
+    Code.AlreadyExists,
+    "IDEMPOTENCY_KEY_REUSED",
+    `idempotency_key "${key}" was already used for a different event`,
+    "idempotency_key",
+    "must identify one payload",
+  );
+}
+
+function fingerprintOf(parts: unknown[]): string {
+  const json = JSON.stringify(parts, (_k, v: unknown) =>
+    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v,
+  );
+  return createHash("sha256").update(json).digest("base64url").slice(0, 22);
+}

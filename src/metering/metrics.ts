@@ -1,0 +1,77 @@
+// GetMetrics and WatchUsage: a customer's usage per feature in the current period, ready to display.
+import type { Meter } from "./meter.js";
+import { invalid } from "./errors.js";
+import type { UsageChanges } from "./changes.js";
+import { resetsInDays } from "./period.js";
+import type { MetricView } from "./types.js";
+import { snapshot, type Terms, thresholdsReached } from "./usage.js";
+import { checkCustomerId } from "./validate.js";
+
+export class Metrics {
+  constructor(
+    private readonly meter: Meter,
+    private readonly changes: UsageChanges,
+    private readonly clock: () => Date = () => new Date(),
+  ) {}
+
+  /** All the customer's features, or one. A feature outside the customer's plan has no metric. */
+  async get(customerId: string, featureKey: string): Promise<MetricView[]> {
+    checkCustomerId(customerId);
+    const catalog = this.meter.catalog;
+    if (featureKey !== "" && !catalog.feature(featureKey)) {
+      throw invalid("feature_key", `must name a known feature, "${featureKey}" is not one`, "UNKNOWN_FEATURE");
+    }
+    const now = this.clock();
+    const customer = catalog.customer(customerId);
+    const terms: Terms[] = [];
+    for (const { feature } of catalog.entitlements(customer)) {
+      if (featureKey !== "" && feature.key !== featureKey) continue;
+      const t = this.meter.termsAt(customer, feature, now);
+      if (t) terms.push(t);
+    }
+    const withWallet = terms.some((t) => t.feature.creditCost !== null);
+    const [consumed, wallet] = await this.meter.readTerms(customerId, terms, withWallet);
+    return terms.map((t, i) => {
+      const used = consumed[i] ?? 0;
+      return {
+        ...snapshot(t, used, t.feature.creditCost === null ? null : wallet),
+        featureTitle: t.feature.title,
+        productName: t.feature.productName,
+        unit: t.feature.unit,
+        resetsInDays: resetsInDays(t.period, now),
+        thresholdsReached: thresholdsReached(t, used),
+      };
+    });
+  }
+
+  /** The current metrics, then the metrics that changed, until the signal aborts. */
+  async *watch(customerId: string, featureKey: string, signal: AbortSignal): AsyncGenerator<MetricView[]> {
+    const first = await this.get(customerId, featureKey);
+    yield first;
+    let last = new Map(first.map((m) => [m.featureKey, JSON.stringify(m)]));
+    let wake: (() => void) | null = null;
+    let dirty = false;
+    const unsubscribe = this.changes.subscribe(customerId, (changed) => {
+      if (featureKey !== "" && changed !== null && changed !== featureKey) return;
+      dirty = true;
+      wake?.();
+    });
+    const onAbort = () => wake?.();
+    signal.addEventListener("abort", onAbort);
+    try {
+      while (!signal.aborted) {
+        if (!dirty) await new Promise<void>((resolve) => (wake = resolve));
+        wake = null;
+        if (signal.aborted) break;
+        dirty = false;
+        const current = await this.get(customerId, featureKey);
+        const changed = current.filter((m) => last.get(m.featureKey) !== JSON.stringify(m));
+        last = new Map(current.map((m) => [m.featureKey, JSON.stringify(m)]));
+        if (changed.length > 0) yield changed;
+      }
+    } finally {
+      unsubscribe();
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+}

@@ -1,0 +1,82 @@
+// Domain outcomes to protobuf messages. Times travel as ms inside the domain and as Timestamps here.
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { MetricSchema, TrackRequest, TrackResponseSchema } from "../../gen/meterd/v1/metering_pb.js";
+import { Decision, DenyReason, LimitKind, type UsageSchema } from "../../gen/meterd/v1/usage_pb.js";
+import type { DenyReason as DomainDenyReason, MetricView, TrackInput, TrackOutcome, UsageSnapshot } from "../metering/types.js";
+
+const denyReasons: Record<DomainDenyReason, DenyReason> = {
+  limit_reached: DenyReason.LIMIT_REACHED,
+  insufficient_credits: DenyReason.INSUFFICIENT_CREDITS,
+  not_entitled: DenyReason.NOT_ENTITLED,
+};
+
+export function denyReasonToMsg(reason: DomainDenyReason | null): DenyReason {
+  return reason === null ? DenyReason.UNSPECIFIED : denyReasons[reason];
+}
+
+function periodFields(u: UsageSnapshot): { periodStart?: Timestamp; periodEnd?: Timestamp } {
+  return {
+    ...(u.periodStart !== null ? { periodStart: timestampFromMs(u.periodStart) } : {}),
+    ...(u.periodEnd !== null ? { periodEnd: timestampFromMs(u.periodEnd) } : {}),
+  };
+}
+
+export function usageToMsg(u: UsageSnapshot): MessageInitShape<typeof UsageSchema> {
+  return {
+    featureKey: u.featureKey,
+    consumed: u.consumed,
+    limit: u.limit ?? 0,
+    remaining: u.remaining,
+    unlimited: u.limit === null,
+    percentageUsed: u.percentageUsed,
+    ...periodFields(u),
+    overage: u.overage,
+    limitKind: u.hard ? LimitKind.HARD : LimitKind.SOFT,
+    creditBalance: u.creditBalance ?? 0,
+    creditsCharged: u.creditsCharged,
+  };
+}
+
+export function trackOutcomeToMsg(o: TrackOutcome): MessageInitShape<typeof TrackResponseSchema> {
+  return {
+    eventId: o.eventId,
+    decision: o.allowed ? Decision.ALLOWED : Decision.DENIED,
+    denyReason: denyReasonToMsg(o.denyReason),
+    duplicate: o.duplicate,
+    usage: usageToMsg(o.usage),
+    thresholdsCrossed: o.thresholdsCrossed,
+  };
+}
+
+export function metricToMsg(m: MetricView): MessageInitShape<typeof MetricSchema> {
+  return {
+    featureKey: m.featureKey,
+    featureTitle: m.featureTitle,
+    productName: m.productName,
+    consumed: m.consumed,
+    limit: m.limit ?? 0,
+    remaining: m.remaining,
+    unlimited: m.limit === null,
+    percentageUsed: m.percentageUsed,
+    ...periodFields(m),
+    resetsInDays: m.resetsInDays,
+    thresholdsReached: m.thresholdsReached,
+    unit: m.unit,
+    limitKind: m.hard ? LimitKind.HARD : LimitKind.SOFT,
+    overage: m.overage,
+    creditBalance: m.creditBalance ?? 0,
+  };
+}
+
+export function trackInputFromMsg(req: TrackRequest): TrackInput {
+  return {
+    customerId: req.customerId,
+    featureKey: req.featureKey,
+    amount: req.amount,
+    idempotencyKey: req.idempotencyKey,
+    timestamp: req.timestamp ? timestampDate(req.timestamp) : null,
+    properties: req.properties,
+  };
+}

@@ -1,0 +1,98 @@
+// meterd.v1.MeteringService: protobuf in, metering rules, protobuf out. Served by both listeners.
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { MeteringService, type TrackRequest } from "../../gen/meterd/v1/metering_pb.js";
+import { Decision } from "../../gen/meterd/v1/usage_pb.js";
+import type { Meter } from "../metering/meter.js";
+import type { Metrics } from "../metering/metrics.js";
+import { MeterError, invalid } from "../metering/errors.js";
+import type { Caller } from "../metering/types.js";
+import { principalKey } from "./context.js";
+import { denyReasonToMsg, metricToMsg, trackInputFromMsg, trackOutcomeToMsg, usageToMsg } from "./convert.js";
+
+export const MAX_BATCH = 1000;
+
+function callerOf(ctx: HandlerContext): Caller {
+  return { mayCorrect: ctx.values.get(principalKey)?.kind === "secret" };
+}
+
+function checkBatchSize(events: TrackRequest[]): void {
+  if (events.length === 0) throw invalid("events", "must hold at least 1 event", "BATCH_EMPTY");
+  if (events.length > MAX_BATCH) throw invalid("events", `must hold at most ${MAX_BATCH} events`, "BATCH_TOO_LARGE");
+}
+
+export function createMeteringService(meter: Meter, metrics: Metrics): ServiceImpl<typeof MeteringService> {
+  /** Every event of a batch is decided on its own; the group committer still writes them together. */
+  async function trackAll(events: TrackRequest[], caller: Caller) {
+    return Promise.all(
+      events.map(async (event, i) => {
+        try {
+          return { outcome: { case: "tracked" as const, value: trackOutcomeToMsg(await meter.track(trackInputFromMsg(event), caller)) } };
+        } catch (error) {
+          const meterError = error instanceof MeterError ? error.under(`events[${i}]`) : null;
+          const eventError = meterError
+            ? meterError.toEventError()
+            : { code: "internal", message: "internal error", field: "", reason: "INTERNAL" };
+          return { outcome: { case: "error" as const, value: eventError } };
+        }
+      }),
+    );
+  }
+
+  return {
+    async track(req, ctx) {
+      return trackOutcomeToMsg(await meter.track(trackInputFromMsg(req), callerOf(ctx)));
+    },
+
+    async trackBatch(req, ctx) {
+      checkBatchSize(req.events);
+      return { results: await trackAll(req.events, callerOf(ctx)) };
+    },
+
+    // One request at a time: the next is not read until the current one is durable and acknowledged,
+    // so HTTP/2 flow control holds back a sender that outpaces the ledger.
+    async *trackStream(requests, ctx) {
+      const caller = callerOf(ctx);
+      let sequence = 0n;
+      for await (const req of requests) {
+        sequence++;
+        checkBatchSize(req.events);
+        yield { sequence, results: await trackAll(req.events, caller) };
+      }
+    },
+
+    async setUsage(req) {
+      const o = await meter.setUsage({
+        customerId: req.customerId,
+        featureKey: req.featureKey,
+        used: req.used,
+        idempotencyKey: req.idempotencyKey,
+        expectedUsed: req.expectedUsed ?? null,
+        properties: req.properties,
+      });
+      return {
+        delta: o.delta,
+        eventId: o.eventId,
+        duplicate: o.duplicate,
+        usage: usageToMsg(o.usage),
+        decision: o.allowed ? Decision.ALLOWED : Decision.DENIED,
+        denyReason: denyReasonToMsg(o.denyReason),
+      };
+    },
+
+    async check(req) {
+      const c = await meter.check(req.customerId, req.featureKey, req.amount);
+      return { allowed: c.allowed, usage: usageToMsg(c.usage), denyReason: denyReasonToMsg(c.denyReason) };
+    },
+
+    async getMetrics(req) {
+      return { metrics: (await metrics.get(req.customerId, req.featureKey)).map(metricToMsg) };
+    },
+
+    async *watchUsage(req, ctx) {
+      for await (const batch of metrics.watch(req.customerId, req.featureKey, ctx.signal)) {
+        yield { metrics: batch.map(metricToMsg) };
+      }
+    },
+  };
+}
+
