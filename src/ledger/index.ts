@@ -1,0 +1,42 @@
+// The ledger folder: the Ledger interface, its SQL implementation, both database adapters, and the
+// one place that picks an adapter from the configuration.
+import { migrate } from "./migrate.js";
+import { createPgClient } from "./pg-client.js";
+import { openPgliteClient } from "./pglite-client.js";
+import type { SqlClient } from "./sql.js";
+import { SqlLedger, type SqlLedgerOptions } from "./sql-ledger.js";
+
+export type { AppendOutcome, EventKind, Ledger, LedgerEvent, StoredEvent } from "./ledger.js";
+export type { SqlClient, SqlExecutor, SqlResult } from "./sql.js";
+export { migrate, type MigrateResult } from "./migrate.js";
+export { createPgClient, type PgClientOptions } from "./pg-client.js";
+export { openPgliteClient } from "./pglite-client.js";
+export { DECIMAL, InvalidEventError, LedgerClosedError, SqlLedger, type SqlLedgerOptions } from "./sql-ledger.js";
+
+export interface OpenLedgerOptions {
+  /** Postgres connection string; when set, pg is used and dataDir is ignored. */
+  databaseUrl: string | null;
+  /** PGlite's directory when databaseUrl is null; null means in memory (tests). */
+  dataDir: string | null;
+  ledger?: SqlLedgerOptions;
+  /** Failures of idle pg connections; see PgClientOptions.onError. */
+  onPoolError?: (err: Error) => void;
+}
+
+/**
+ * Opens the database, applies pending migrations and returns the ledger with its SqlClient, which the
+ * catalogue store shares. ledger.close() closes that SqlClient too, so close the ledger last.
+ */
+export async function openLedger(opts: OpenLedgerOptions): Promise<{ ledger: SqlLedger; sql: SqlClient }> {
+  const sql =
+    opts.databaseUrl !== null
+      ? createPgClient(opts.databaseUrl, opts.onPoolError ? { onError: opts.onPoolError } : {})
+      : await openPgliteClient(opts.dataDir);
+  try {
+    await migrate(sql);
+  } catch (err) {
+    await sql.close().catch(() => {});
+    throw err;
+  }
+  return { ledger: new SqlLedger(sql, opts.ledger ?? {}), sql };
+}

@@ -1,0 +1,357 @@
+// The ledger over SQL (pg or PGlite), with group commit: concurrent append() calls share one
+// transaction and one multi-row INSERT, and each caller is answered only after that COMMIT.
+//
+// Decimal format. amount and credits go in as exact decimal strings matching DECIMAL (an optional
+// "-", digits, optionally "." and digits; no exponent, no "+") and come out canonical: no trailing
+// fractional zeros, no lone ".", no leading zeros, zero as "0". So "1.000000" reads back as "1" and
+// "-0.50" as "-0.5". Sums use the same format and are exact (Postgres NUMERIC, never a float).
+import type { AppendOutcome, EventKind, Ledger, LedgerEvent, StoredEvent } from "./ledger.js";
+import type { SqlClient, SqlExecutor } from "./sql.js";
+
+/** Accepted input for amount and credits. */
+export const DECIMAL = /^-?\d{1,100}(\.\d{1,100})?$/;
+
+const KINDS: ReadonlySet<EventKind> = new Set(["track", "set", "adjustment", "topup"]);
+const MIN_TIME = Date.parse("0001-01-01T00:00:00Z");
+const MAX_TIME = Date.parse("9999-12-31T23:59:59.999Z");
+
+/** An event that can never be stored. It is rejected alone, before it can fail a shared batch. */
+export class InvalidEventError extends Error {
+  constructor(
+    readonly eventId: string,
+    readonly field: string,
+    rule: string,
+  ) {
+    super(`event ${JSON.stringify(eventId)}: ${field} ${rule}`);
+    this.name = "InvalidEventError";
+  }
+}
+
+export class LedgerClosedError extends Error {
+  constructor() {
+    super("the ledger is closed");
+    this.name = "LedgerClosedError";
+  }
+}
+
+export interface SqlLedgerOptions {
+  /** Most events written in one transaction; later callers wait for the next one. Default 5,000. */
+  maxBatchEvents?: number;
+}
+
+/** An event as the INSERT takes it: all text, checked once when append() is called. */
+interface Prepared {
+  id: string;
+  customerId: string;
+  featureKey: string | null;
+  kind: string;
+  amount: string;
+  credits: string;
+  idempotencyKey: string | null;
+  fingerprint: string;
+  occurredAt: string;
+  properties: string;
+}
+
+interface Pending {
+  events: Prepared[];
+  resolve(outcomes: AppendOutcome[]): void;
+  reject(err: unknown): void;
+}
+
+interface EventRow {
+  id: string;
+  customer_id: string;
+  feature_key: string | null;
+  kind: EventKind;
+  amount: string;
+  credits: string;
+  idempotency_key: string | null;
+  fingerprint: string;
+  occurred_at: Date;
+  recorded_at: Date;
+  properties: Record<string, string>;
+}
+
+const COLUMNS = `id, customer_id, feature_key, kind, trim_scale(amount)::text AS amount,
+  trim_scale(credits)::text AS credits, idempotency_key, fingerprint, occurred_at, recorded_at, properties`;
+
+const INSERT = `INSERT INTO meterd_events
+    (id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint, occurred_at, properties)
+  SELECT id, customer_id, feature_key, kind, amount::numeric, credits::numeric, idempotency_key, fingerprint,
+    occurred_at::timestamptz, properties::jsonb
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+    $9::text[], $10::text[])
+    WITH ORDINALITY AS t(id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint,
+      occurred_at, properties, ord)
+  ORDER BY ord
+  ON CONFLICT DO NOTHING
+  RETURNING ${COLUMNS}`;
+
+const SELECT_CONFLICTS = `SELECT ${COLUMNS} FROM meterd_events
+  WHERE id = ANY($1::text[])
+     OR (customer_id, idempotency_key) IN (SELECT * FROM unnest($2::text[], $3::text[]))`;
+
+export class SqlLedger implements Ledger {
+  private readonly maxBatchEvents: number;
+  private queue: Pending[] = [];
+  private flushing: Promise<void> | null = null;
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    private readonly sql: SqlClient,
+    options: SqlLedgerOptions = {},
+  ) {
+    this.maxBatchEvents = Math.max(1, options.maxBatchEvents ?? 5000);
+  }
+
+  append(events: LedgerEvent[]): Promise<AppendOutcome[]> {
+    if (this.closing) return Promise.reject(new LedgerClosedError());
+    let prepared: Prepared[];
+    try {
+      prepared = events.map(prepare);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (prepared.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ events: prepared, resolve, reject });
+      this.startFlushing();
+    });
+  }
+
+  async findByKey(customerId: string, idempotencyKey: string): Promise<StoredEvent | null> {
+    const res = await this.sql.query<EventRow>(
+      `SELECT ${COLUMNS} FROM meterd_events WHERE customer_id = $1 AND idempotency_key = $2`,
+      [customerId, idempotencyKey],
+    );
+    return res.rows[0] ? toStored(res.rows[0]) : null;
+  }
+
+  async sumUsage(customerId: string, featureKey: string, from: Date | null, to: Date | null): Promise<string> {
+    const res = await this.sql.query<{ total: string }>(
+      `SELECT trim_scale(coalesce(sum(amount), 0))::text AS total FROM meterd_events
+        WHERE customer_id = $1 AND feature_key = $2
+          AND ($3::timestamptz IS NULL OR occurred_at >= $3::timestamptz)
+          AND ($4::timestamptz IS NULL OR occurred_at < $4::timestamptz)`,
+      [customerId, featureKey, from?.toISOString() ?? null, to?.toISOString() ?? null],
+    );
+    return res.rows[0]?.total ?? "0";
+  }
+
+  async walletBalance(customerId: string): Promise<string> {
+    const res = await this.sql.query<{ total: string }>(
+      `SELECT trim_scale(coalesce(sum(credits), 0))::text AS total FROM meterd_events
+        WHERE customer_id = $1 AND credits <> 0`,
+      [customerId],
+    );
+    return res.rows[0]?.total ?? "0";
+  }
+
+  async walletHistory(customerId: string, limit: number): Promise<StoredEvent[]> {
+    if (!(limit > 0)) return [];
+    const res = await this.sql.query<EventRow>(
+      `SELECT ${COLUMNS} FROM meterd_events WHERE customer_id = $1 AND credits <> 0
+        ORDER BY recorded_at DESC, seq DESC LIMIT $2`,
+      [customerId, Math.floor(limit)],
+    );
+    return res.rows.map(toStored);
+  }
+
+  async listEvents(customerId: string): Promise<StoredEvent[]> {
+    const res = await this.sql.query<EventRow>(
+      `SELECT ${COLUMNS} FROM meterd_events WHERE customer_id = $1 ORDER BY occurred_at, seq`,
+      [customerId],
+    );
+    return res.rows.map(toStored);
+  }
+
+  /** Stops taking events, commits the queued ones, then closes the SqlClient. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      while (this.flushing) await this.flushing;
+      await this.sql.close();
+    })();
+    return this.closing;
+  }
+
+  private startFlushing(): void {
+    if (this.flushing) return;
+    this.flushing = (async () => {
+      // Let every append() made in the same tick join the first batch.
+      await Promise.resolve();
+      while (this.queue.length > 0) await this.commit(this.takeBatch());
+    })().finally(() => {
+      this.flushing = null;
+      if (this.queue.length > 0) this.startFlushing();
+    });
+  }
+
+  /** Whole callers, oldest first, up to maxBatchEvents (a larger caller goes alone). */
+  private takeBatch(): Pending[] {
+    let size = 0;
+    let n = 0;
+    while (n < this.queue.length) {
+      const next = this.queue[n]!.events.length;
+      if (n > 0 && size + next > this.maxBatchEvents) break;
+      size += next;
+      n++;
+    }
+    return this.queue.splice(0, n);
+  }
+
+  /** Never throws: every caller of the batch is answered, after the COMMIT or with its error. */
+  private async commit(batch: Pending[]): Promise<void> {
+    const events = batch.flatMap((p) => p.events);
+    let rows: (EventRow | undefined)[];
+    try {
+      rows = await this.sql.transaction((tx) => writeBatch(tx, events));
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    let i = 0;
+    for (const p of batch) {
+      p.resolve(
+        p.events.map(() => {
+          const row = rows[i++];
+          return row === undefined ? { inserted: true } : { inserted: false, existing: toStored(row) };
+        }),
+      );
+    }
+  }
+}
+
+/**
+ * Inserts the batch and returns, per event, undefined when it was inserted, else the row already
+ * there: matched by id first, then by (customer, idempotency key). Within the batch, an event that
+ * repeats an earlier one's id or key is not sent; it reports the earlier one's row.
+ */
+async function writeBatch(tx: SqlExecutor, events: Prepared[]): Promise<(EventRow | undefined)[]> {
+  const firstOf: number[] = [];
+  const byId = new Map<string, number>();
+  const byKey = new Map<string, number>();
+  const unique: Prepared[] = [];
+  events.forEach((e, i) => {
+    const keyOf = e.idempotencyKey === null ? null : `${e.customerId}\u0000${e.idempotencyKey}`;
+    const earlier = byId.get(e.id) ?? (keyOf === null ? undefined : byKey.get(keyOf));
+    if (earlier !== undefined) {
+      firstOf.push(earlier);
+      return;
+    }
+    firstOf.push(i);
+    byId.set(e.id, i);
+    if (keyOf !== null) byKey.set(keyOf, i);
+    unique.push(e);
+  });
+
+  const inserted = await tx.query<EventRow>(INSERT, [
+    unique.map((e) => e.id),
+    unique.map((e) => e.customerId),
+    unique.map((e) => e.featureKey),
+    unique.map((e) => e.kind),
+    unique.map((e) => e.amount),
+    unique.map((e) => e.credits),
+    unique.map((e) => e.idempotencyKey),
+    unique.map((e) => e.fingerprint),
+    unique.map((e) => e.occurredAt),
+    unique.map((e) => e.properties),
+  ]);
+  const insertedRows = new Map(inserted.rows.map((r) => [r.id, r]));
+
+  const conflicted = unique.filter((e) => !insertedRows.has(e.id));
+  const existingById = new Map<string, EventRow>();
+  const existingByKey = new Map<string, EventRow>();
+  if (conflicted.length > 0) {
+    const keyed = conflicted.filter((e) => e.idempotencyKey !== null);
+    const found = await tx.query<EventRow>(SELECT_CONFLICTS, [
+      conflicted.map((e) => e.id),
+      keyed.map((e) => e.customerId),
+      keyed.map((e) => e.idempotencyKey),
+    ]);
+    for (const r of found.rows) {
+      existingById.set(r.id, r);
+      if (r.idempotency_key !== null) existingByKey.set(`${r.customer_id}\u0000${r.idempotency_key}`, r);
+    }
+  }
+
+  // The stored row of each event sent: its own if inserted, else the one it collided with.
+  const storedOf = new Map<number, EventRow>();
+  const outcomes: (EventRow | undefined)[] = [];
+  events.forEach((e, i) => {
+    const first = firstOf[i]!;
+    if (first === i) {
+      const own = insertedRows.get(e.id);
+      if (own) {
+        storedOf.set(i, own);
+        outcomes.push(undefined);
+        return;
+      }
+      const keyOf = e.idempotencyKey === null ? null : `${e.customerId}\u0000${e.idempotencyKey}`;
+      const existing = existingById.get(e.id) ?? (keyOf === null ? undefined : existingByKey.get(keyOf));
+      // Cannot happen under READ COMMITTED (a skipped insert means a committed conflicting row), but
+      // answering "duplicate" without the row would be a lie: fail the batch so that callers retry.
+      if (!existing) throw new Error(`event ${e.id} was neither inserted nor found`);
+      storedOf.set(i, existing);
+      outcomes.push(existing);
+    } else {
+      outcomes.push(storedOf.get(first)!);
+    }
+  });
+  return outcomes;
+}
+
+function prepare(e: LedgerEvent): Prepared {
+  const id = typeof e.id === "string" ? e.id : String(e.id);
+  const bad = (field: string, rule: string) => new InvalidEventError(id, field, rule);
+  const text = (field: string, value: unknown, nullable: boolean): string | null => {
+    if (value === null && nullable) return null;
+    if (typeof value !== "string" || value === "") throw bad(field, "must be a non-empty string");
+    if (value.includes("\u0000")) throw bad(field, "must not contain NUL characters");
+    return value;
+  };
+  const decimal = (field: string, value: unknown): string => {
+    if (typeof value !== "string" || !DECIMAL.test(value)) {
+      throw bad(field, `must be a decimal string like "12.5" (got ${JSON.stringify(value)})`);
+    }
+    return value;
+  };
+
+  text("id", e.id, false);
+  if (!KINDS.has(e.kind)) throw bad("kind", `must be one of ${[...KINDS].join(", ")}`);
+  const time = e.occurredAt instanceof Date ? e.occurredAt.getTime() : NaN;
+  if (!(time >= MIN_TIME && time <= MAX_TIME)) throw bad("occurredAt", "must be a valid Date in years 1 to 9999");
+  const properties = e.properties ?? {};
+  for (const [k, v] of Object.entries(properties)) {
+    if (typeof v !== "string") throw bad(`properties.${k}`, "must be a string");
+    if (k.includes("\u0000") || v.includes("\u0000")) throw bad(`properties.${k}`, "must not contain NUL characters");
+  }
+  return {
+    id,
+    customerId: text("customerId", e.customerId, false)!,
+    featureKey: text("featureKey", e.featureKey, true),
+    kind: e.kind,
+    amount: decimal("amount", e.amount),
+    credits: decimal("credits", e.credits),
+    idempotencyKey: text("idempotencyKey", e.idempotencyKey, true),
+    fingerprint: text("fingerprint", e.fingerprint, false)!,
+    occurredAt: new Date(time).toISOString(),
+    properties: JSON.stringify(properties),
+  };
+}
+
+function toStored(r: EventRow): StoredEvent {
+  return {
+    id: r.id,
+    customerId: r.customer_id,
+    featureKey: r.feature_key,
+    kind: r.kind,
+    amount: r.amount,
+    credits: r.credits,
+    idempotencyKey: r.idempotency_key,
+    fingerprint: r.fingerprint,
+    occurredAt: r.occurred_at,
+    properties: r.properties,
+    recordedAt: r.recorded_at,
+  };
+}
