@@ -1,0 +1,106 @@
+// The meterd command line: serve (the default) and migrate. Configuration comes from the environment
+// (see the README); flags override it.
+import { parseArgs } from "node:util";
+import { type Config, ConfigError, loadConfig } from "./config.js";
+import { openLedger } from "./ledger/index.js";
+import { createLogger } from "./log.js";
+import { startServer } from "./server.js";
+import path from "node:path";
+
+const USAGE = `Usage: meterd <command> [options]
+
+Commands:
+  serve      Serve the gRPC and Connect listeners (the default command)
+  migrate    Apply pending ledger migrations, then exit
+
+Options:
+  --catalog FILE   Catalogue file to apply at start-up (overrides METERD_CATALOG)
+  -h, --help       Show this help
+
+Storage: with neither REDIS_URL nor DATABASE_URL set, meterd runs embedded, keeping its data
+under METERD_DATA_DIR (default ./.meterd).`;
+
+async function serve(config: Config): Promise<void> {
+  const logger = createLogger(config.logLevel);
+  const server = await startServer(config, logger);
+  const host = config.host;
+  const lines = [
+    `meterd is serving (${server.app.storage} storage${config.catalogFile ? `, catalogue ${config.catalogFile}` : ""})`,
+    `  gRPC     ${host}:${server.grpcPort}   (grpc-js: internal services)`,
+    `  Connect  http://${host}:${server.httpPort}   (Connect, gRPC-web and gRPC over HTTP/1.1 and h2c)`,
+  ];
+  if (server.devKey?.created) {
+    lines.push(`  development key (made now, kept in ${path.join(config.dataDir, "dev-key")}):`, `    ${server.devKey.key}`);
+  } else if (server.devKey) {
+    lines.push(`  development key: ${server.devKey.key}  (from ${path.join(config.dataDir, "dev-key")})`);
+  }
+  process.stdout.write(`${lines.join("\n")}\n`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down: draining calls and flushing the ledger");
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+async function migrateOnly(config: Config): Promise<void> {
+  const { ledger } = await openLedger({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.databaseUrl === null ? path.join(config.dataDir, "ledger") : null,
+  });
+  await ledger.close();
+  process.stdout.write("ledger schema is up to date\n");
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { catalog: { type: "string" }, help: { type: "boolean", short: "h" } },
+    });
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  const command = parsed.positionals[0] ?? "serve";
+  if (parsed.values.help || command === "help") {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const config = loadConfig();
+  if (parsed.values.catalog !== undefined) config.catalogFile = parsed.values.catalog;
+  switch (command) {
+    case "serve":
+      await serve(config);
+      return -1;
+    case "migrate":
+      await migrateOnly(config);
+      return 0;
+    default:
+      process.stderr.write(`unknown command "${command}"\n\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (error: unknown) => {
+    const message = error instanceof ConfigError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error);
+    process.stderr.write(`meterd: ${message}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,298 @@
+// The Connect listener: Connect, gRPC-web and gRPC on one port, over HTTP/1.1 and cleartext HTTP/2.
+// A net.Server looks at the first bytes of each connection and hands it to an HTTP/2 server (the
+// "PRI " preface) or an HTTP/1.1 server; both run the same handler. Credentials and CORS are
+// checked from the headers, before the body is read.
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError, cors, createContextValues, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { HeaderReader, Principal } from "../auth/principal.js";
+import { principalKey } from "./context.js";
+import { encodeGrpcMessage, errorInterceptor, serviceOfPath, unauthenticatedError, type RpcLogger } from "./errors.js";
+import type { RpcService } from "./grpc-listener.js";
+
+export type HttpRequest = http.IncomingMessage | http2.Http2ServerRequest;
+export type HttpResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+export interface HttpListenerOptions {
+  services: readonly RpcService[];
+  /** Returns the caller, or null to refuse the call with UNAUTHENTICATED. */
+  authenticate: (header: HeaderReader) => Principal | null;
+  /** Fully qualified names of services that need no credential; default: grpc.health.v1.Health. */
+  publicServices?: readonly string[];
+  /** Browser origins allowed by CORS, matched exactly, e.g. "https://app.example.com". */
+  corsOrigins: readonly string[];
+  /** Larger request messages get RESOURCE_EXHAUSTED. */
+  maxMessageBytes: number;
+  /**
+   * Unary and client-streaming calls time out after min(client timeout, this). Server and
+   * bidirectional streams (WatchUsage, TrackStream) are long-lived: only the client's timeout applies.
+   */
+  maxTimeoutMs: number;
+  logger: RpcLogger;
+  /** connect-es interceptors, run around every call, as on the gRPC listener. */
+  interceptors?: Interceptor[];
+  /** Tried first for every request (for example /metrics); returns true when it has answered. */
+  extraRoutes?: (req: HttpRequest, res: HttpResponse) => boolean;
+}
+
+export interface HttpListener {
+  /** Listens on host:port (0 picks a free port) and resolves to the bound port. */
+  listen(host: string, port: number): Promise<number>;
+  /**
+   * Stops accepting connections and lets in-flight calls finish; idle connections are closed at once.
+   * After graceMs, handlers' signals are aborted with UNAVAILABLE and what is left is cut shortly after.
+   */
+  close(graceMs: number): Promise<void>;
+}
+
+const HTTP2_PREFACE_START = Buffer.from("PRI ");
+const FIRST_BYTES_TIMEOUT_MS = 10_000;
+const ALLOW_HEADERS = [...cors.allowedHeaders, "Authorization", "X-Api-Key"].join(", ");
+
+function firstHeader(req: HttpRequest, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Writes the UNAUTHENTICATED error in the request's own protocol, without reading the body. */
+function writeUnauthenticated(req: HttpRequest, res: HttpResponse, error: ConnectError): void {
+  const contentType = firstHeader(req, "content-type") ?? "";
+  if (/^application\/grpc(-web(-text)?)?([+;]|$)/i.test(contentType)) {
+    // gRPC and gRPC-web: a trailers-only response.
+    const headers = {
+      "content-type": contentType,
+      "grpc-status": String(error.code),
+      "grpc-message": encodeGrpcMessage(error.rawMessage),
+    };
+    if (res instanceof http2.Http2ServerResponse) {
+      // One HEADERS frame with END_STREAM. writeHead() + end() would send the status as ordinary
+      // headers, then reset the unread request: grpc-js clients then report INTERNAL.
+      res.stream.respond({ ...res.getHeaders(), ...headers, ":status": 200 }, { endStream: true });
+    } else {
+      res.writeHead(200, headers);
+      res.end();
+    }
+  } else if (/^application\/connect\+/i.test(contentType)) {
+    // Connect streaming: one end-stream message (flag 0x02), always JSON.
+    const json = Buffer.from(JSON.stringify({ error: { code: "unauthenticated", message: error.rawMessage } }));
+    const envelope = Buffer.alloc(5 + json.length);
+    envelope.writeUInt8(0x02, 0);
+    envelope.writeUInt32BE(json.length, 1);
+    json.copy(envelope, 5);
+    res.writeHead(200, { "content-type": contentType });
+    res.end(envelope);
+  } else {
+    // Connect unary (POST application/json or application/proto, or GET).
+    res.writeHead(401, { "content-type": "application/json" });
+    res.end(JSON.stringify({ code: "unauthenticated", message: error.rawMessage }));
+  }
+}
+
+/** Rewrites the request's timeout header to min(client timeout, capMs), in its protocol's format. */
+function capTimeout(req: HttpRequest, capMs: number): void {
+  const headers = req.headers as Record<string, string | string[] | undefined>;
+  const contentType = firstHeader(req, "content-type") ?? "";
+  if (/^application\/grpc/i.test(contentType)) {
+    const raw = firstHeader(req, "grpc-timeout");
+    const match = raw === undefined ? null : /^(\d{1,8})([HMSmun])$/.exec(raw);
+    if (raw !== undefined && match === null) return; // malformed: Connect reports it
+    const unitMs = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 } as const;
+    const ms = match === null ? Infinity : Number(match[1]) * unitMs[match[2] as keyof typeof unitMs];
+    if (ms > capMs) headers["grpc-timeout"] = `${capMs}m`;
+  } else {
+    const raw = firstHeader(req, "connect-timeout-ms");
+    if (raw !== undefined && !/^\d{1,10}$/.test(raw)) return;
+    if (raw === undefined || Number(raw) > capMs) headers["connect-timeout-ms"] = String(capMs);
+  }
+}
+
+export function createHttpListener(options: HttpListenerOptions): HttpListener {
+  const { logger, maxTimeoutMs } = options;
+  const publicServices = new Set(options.publicServices ?? ["grpc.health.v1.Health"]);
+  const corsOrigins = new Set(options.corsOrigins);
+  const shutdown = new AbortController();
+  const principals = new WeakMap<HttpRequest, Principal>();
+  const methods = new Map<string, DescMethod>();
+  for (const { service } of options.services) {
+    for (const method of service.methods) methods.set(`/${service.typeName}/${method.name}`, method);
+  }
+
+  const connectHandler = connectNodeAdapter({
+    routes: (router) => {
+      for (const { service, impl } of options.services) {
+        router.service(service, impl as Partial<ServiceImpl<typeof service>>);
+      }
+    },
+    readMaxBytes: options.maxMessageBytes,
+    // No maxTimeoutMs here: Connect would refuse longer client timeouts, even on streams. capTimeout caps them.
+    shutdownSignal: shutdown.signal,
+    interceptors: [errorInterceptor(logger), ...(options.interceptors ?? [])],
+    contextValues: (req) => createContextValues().set(principalKey, principals.get(req) ?? null),
+    fallback: (_req, res) => {
+      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+      res.end("not found\n");
+    },
+  });
+
+  function handle(req: HttpRequest, res: HttpResponse): void {
+    try {
+      if (options.extraRoutes?.(req, res) === true) return;
+
+      const origin = firstHeader(req, "origin");
+      const allowedOrigin = origin !== undefined && corsOrigins.has(origin) ? origin : undefined;
+      res.setHeader("Vary", "Origin");
+      if (req.method === "OPTIONS" && origin !== undefined && firstHeader(req, "access-control-request-method") !== undefined) {
+        // A CORS preflight: answered here; an origin that is not allowed gets no CORS headers.
+        res.writeHead(
+          204,
+          allowedOrigin === undefined
+            ? {}
+            : {
+                "access-control-allow-origin": allowedOrigin,
+                "access-control-allow-methods": cors.allowedMethods.join(", "),
+                "access-control-allow-headers": ALLOW_HEADERS,
+                "access-control-max-age": "7200",
+              },
+        );
+        res.end();
+        return;
+      }
+      if (allowedOrigin !== undefined) {
+        res.setHeader("Access-Control-Allow-Origin", allowedOrigin);
+        res.setHeader("Access-Control-Expose-Headers", cors.exposedHeaders.join(", "));
+      }
+
+      const path = (req.url ?? "").split("?", 1)[0] ?? "";
+      const method = methods.get(path);
+      if (method !== undefined) {
+        if (!publicServices.has(serviceOfPath(path) ?? "")) {
+          const header: HeaderReader = (name) => firstHeader(req, name.toLowerCase());
+          const principal = options.authenticate(header);
+          if (principal === null) {
+            writeUnauthenticated(req, res, unauthenticatedError(header));
+            return;
+          }
+          principals.set(req, principal);
+        }
+        if (method.methodKind === "unary" || method.methodKind === "client_streaming") capTimeout(req, maxTimeoutMs);
+      }
+      connectHandler(req, res);
+    } catch (err) {
+      logger.error({ err, url: req.url }, "http request failed");
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    }
+  }
+
+  // Connections, so that close() can wait for them and cut what is left.
+  let closing = false;
+  const sockets = new Set<net.Socket>();
+  const h1Active = new Map<net.Socket, number>();
+  const h1Responses = new Set<http.ServerResponse>();
+  const sessions = new Set<http2.Http2Session>();
+  const peeking = new Set<net.Socket>();
+  let onAllClosed: (() => void) | null = null;
+
+  const h1 = http.createServer((req, res) => {
+    const socket = req.socket;
+    h1Active.set(socket, (h1Active.get(socket) ?? 0) + 1);
+    h1Responses.add(res);
+    if (closing) res.setHeader("Connection", "close");
+    res.once("close", () => {
+      h1Responses.delete(res);
+      const active = h1Active.get(socket);
+      if (active === undefined) return; // the connection is already closed
+      h1Active.set(socket, active - 1);
+      if (closing && active === 1) socket.end();
+    });
+    handle(req, res);
+  });
+  const h2 = http2.createServer({}, handle);
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+    if (closing) session.close();
+  });
+
+  function route(socket: net.Socket): void {
+    sockets.add(socket);
+    socket.on("error", (err) => logger.debug({ err }, "http connection error"));
+    socket.once("close", () => {
+      sockets.delete(socket);
+      peeking.delete(socket);
+      h1Active.delete(socket);
+      if (sockets.size === 0) onAllClosed?.();
+    });
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    peeking.add(socket);
+    let received = Buffer.alloc(0);
+    const timer = setTimeout(() => socket.destroy(), FIRST_BYTES_TIMEOUT_MS);
+    socket.once("close", () => clearTimeout(timer));
+    const onData = (chunk: Buffer): void => {
+      received = Buffer.concat([received, chunk]);
+      const decided =
+        received.length >= HTTP2_PREFACE_START.length ||
+        !HTTP2_PREFACE_START.subarray(0, received.length).equals(received);
+      if (!decided) return;
+      socket.off("data", onData);
+      clearTimeout(timer);
+      peeking.delete(socket);
+      socket.pause();
+      socket.unshift(received);
+      if (received.subarray(0, HTTP2_PREFACE_START.length).equals(HTTP2_PREFACE_START)) {
+        // The HTTP/2 session reads the buffered bytes itself; resuming the socket would break it.
+        h2.emit("connection", socket);
+      } else {
+        h1Active.set(socket, 0);
+        h1.emit("connection", socket);
+        // The HTTP/1.1 parser reads new bytes from the handle; the buffered ones need the stream flowing.
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+  }
+
+  const netServer = net.createServer({ noDelay: true }, route);
+
+  return {
+    listen(host, port) {
+      return new Promise((resolve, reject) => {
+        netServer.once("error", reject);
+        netServer.listen(port, host, () => {
+          netServer.off("error", reject);
+          resolve((netServer.address() as net.AddressInfo).port);
+        });
+      });
+    },
+    async close(graceMs) {
+      closing = true;
+      netServer.close();
+      for (const session of sessions) session.close(); // GOAWAY; ends once its streams are done
+      for (const res of h1Responses) if (!res.headersSent) res.setHeader("Connection", "close");
+      for (const socket of sockets) {
+        // Idle HTTP/1.1 connections, and connections that have not sent their first bytes yet.
+        if (h1Active.get(socket) === 0 || peeking.has(socket)) socket.destroy();
+      }
+      const allClosed = new Promise<void>((resolve) => {
+        onAllClosed = resolve;
+        if (sockets.size === 0) resolve();
+      });
+      const closedWithin = (ms: number): Promise<boolean> => {
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+        return Promise.race([allClosed.then(() => true), timeout]).finally(() => clearTimeout(timer));
+      };
+      if (await closedWithin(graceMs)) return;
+      shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable));
+      if (await closedWithin(1000)) return;
+      for (const socket of sockets) socket.destroy();
+      await allClosed;
+    },
+  };
+}
