@@ -33,6 +33,7 @@ export interface Ledger {
    * idempotency key), with the row that was there.
    */
   append(events: LedgerEvent[]): Promise<AppendOutcome[]>;
+  findById(id: string): Promise<StoredEvent | null>;
   findByKey(customerId: string, idempotencyKey: string): Promise<StoredEvent | null>;
   /** Exact decimal sum of amount for events with from <= occurred_at < to (null: unbounded). */
   sumUsage(customerId: string, featureKey: string, from: Date | null, to: Date | null): Promise<string>;

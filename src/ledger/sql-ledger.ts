@@ -120,6 +120,11 @@ export class SqlLedger implements Ledger {
     });
   }
 
+  async findById(id: string): Promise<StoredEvent | null> {
+    const res = await this.sql.query<EventRow>(`SELECT ${COLUMNS} FROM meterd_events WHERE id = $1`, [id]);
+    return res.rows[0] ? toStored(res.rows[0]) : null;
+  }
+
   async findByKey(customerId: string, idempotencyKey: string): Promise<StoredEvent | null> {
     const res = await this.sql.query<EventRow>(
       `SELECT ${COLUMNS} FROM meterd_events WHERE customer_id = $1 AND idempotency_key = $2`,

@@ -13,7 +13,13 @@ export class MeterError extends ConnectError {
     readonly rule = "",
   ) {
     super(message, code, undefined, [{ desc: ErrorDetailSchema, value: { reason, field, rule } }]);
-    this.name = "MeterError";
+  }
+
+  // ConnectError's own instanceof accepts any error named "ConnectError", which would make every
+  // ConnectError a MeterError; this class keeps that name (so it stays a ConnectError everywhere) and
+  // restores the prototype check for itself.
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return Function.prototype[Symbol.hasInstance].call(this, value);
   }
 
   /** The same error about a field nested under `prefix`, for example "events[3]". */

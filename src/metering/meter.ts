@@ -223,6 +223,7 @@ export class Meter {
   }
 
   private async execute(p: Prepared): Promise<TrackOutcome> {
+    let waited = false;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const result = await this.fastPath.apply(p.req);
       switch (result.code) {
@@ -232,14 +233,23 @@ export class Meter {
           if (result.counter && p.req.counter && p.terms) await this.loadCounter(p.req.counter, p.terms);
           if (result.wallet) await this.loadWallet(p.req.customerId);
           continue;
-        case "PENDING":
+        case "PENDING": {
+          // After one wait, the ledger may already hold the key (a restart forgot it): replay from there
+          // rather than race the other retries again.
+          const replay = waited ? await this.replayFromLedger(p) : null;
+          if (replay) return replay;
           await this.fastPath.waitSettled(p.req.customerId, p.req.dedupeKey, PENDING_WAIT_MS);
+          waited = true;
           continue;
+        }
         case "DUPLICATE":
           return { ...(JSON.parse(result.result) as TrackOutcome), duplicate: true };
         case "KEY_CONFLICT":
           throw keyConflict(p.row.idempotencyKey ?? "");
-        case "EXPECTED_MISMATCH":
+        case "EXPECTED_MISMATCH": {
+          // A retry of a committed compare-and-set no longer matches: it is a replay, not a conflict.
+          const replay = await this.replayFromLedger(p);
+          if (replay) return replay;
           throw new MeterError(
             Code.FailedPrecondition,
             "EXPECTED_USED_MISMATCH",
@@ -247,8 +257,12 @@ export class Meter {
             "expected_used",
             "must equal the current total",
           );
-        case "OUT_OF_RANGE":
+        }
+        case "OUT_OF_RANGE": {
+          const replay = await this.replayFromLedger(p);
+          if (replay) return replay;
           throw new MeterError(Code.OutOfRange, "TOTAL_OUT_OF_RANGE", "the total would exceed the largest exact total", "amount", "total must stay within the exact range");
+        }
         case "DENIED_LIMIT":
         case "DENIED_CREDITS":
           return (await this.replayFromLedger(p)) ?? this.denied(p, result);
@@ -268,8 +282,13 @@ export class Meter {
     try {
       [outcome] = await this.ledger.append([event]);
     } catch (error) {
-      await this.fastPath.revert(p.req, applied);
-      throw ledgerUnavailable(error);
+      // The commit may have landed with only its reply lost: then the increment stays.
+      if (await this.landed(p.req.eventId)) {
+        outcome = { inserted: true as const };
+      } else {
+        await this.fastPath.revert(p.req, applied);
+        throw ledgerUnavailable(error);
+      }
     }
     if (!outcome?.inserted) {
       // The ledger already holds this key: an event that the fast path no longer knew about.
@@ -291,6 +310,18 @@ export class Meter {
     await this.fastPath.settle(p.req.customerId, p.req.dedupeKey, JSON.stringify(outcomeOk));
     this.changes.notify(p.req.customerId, p.row.featureKey);
     return outcomeOk;
+  }
+
+  /** Whether an event whose commit failed is in the ledger after all; asks a few times, then assumes not. */
+  private async landed(eventId: string): Promise<boolean> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        return (await this.ledger.findById(eventId)) !== null;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)));
+      }
+    }
+    return false;
   }
 
   /** A denied retry of an event the ledger holds (for example after a restart) is a replay, not a denial. */

@@ -46,11 +46,9 @@ export class Metrics {
 
   /** The current metrics, then the metrics that changed, until the signal aborts. */
   async *watch(customerId: string, featureKey: string, signal: AbortSignal): AsyncGenerator<MetricView[]> {
-    const first = await this.get(customerId, featureKey);
-    yield first;
-    let last = new Map(first.map((m) => [m.featureKey, JSON.stringify(m)]));
     let wake: (() => void) | null = null;
     let dirty = false;
+    // Subscribed before the first read, so that no change between the two is missed.
     const unsubscribe = this.changes.subscribe(customerId, (changed) => {
       if (featureKey !== "" && changed !== null && changed !== featureKey) return;
       dirty = true;
@@ -59,6 +57,9 @@ export class Metrics {
     const onAbort = () => wake?.();
     signal.addEventListener("abort", onAbort);
     try {
+      const first = await this.get(customerId, featureKey);
+      let last = new Map(first.map((m) => [m.featureKey, JSON.stringify(m)]));
+      yield first;
       while (!signal.aborted) {
         if (!dirty) await new Promise<void>((resolve) => (wake = resolve));
         wake = null;
