@@ -1,0 +1,77 @@
+-- Decides one usage event in one atomic step (dedupe, load, delta, range, limit, credits), then applies it.
+local recordKey = KEYS[1]              -- the idempotency record of (customer, dedupe key): a hash
+local counterKey = KEYS[2]             -- the usage counter; the wallet key again when the event has no counter
+local walletKey = KEYS[3]              -- the customer's credit wallet
+local eventId = ARGV[1]
+local fingerprint = ARGV[2]
+local op = ARGV[3]                     -- "add" (amount = units) or "set" (amount = target)
+local amount = tonumber(ARGV[4])
+local expected = tonumber(ARGV[5])     -- nil ("") when any current total will do
+local limit = tonumber(ARGV[6])        -- nil ("") when nothing caps the counter
+local walletDelta = tonumber(ARGV[7])
+local walletMayGoNegative = ARGV[8] == "1"
+local usesCounter = ARGV[9] == "1"
+local recordTtl = ARGV[10]
+
+-- Lua numbers are doubles: every integer up to 2^53 is exact, and a sum that leaves that range still
+-- compares above MAX, because rounding is monotonic and 2^53 itself is representable.
+local MAX = 9007199254740991
+
+-- Integers go back as decimal strings: exact, whatever the client's integer decoder does near 2^53.
+local function int(n)
+  return string.format("%d", n)
+end
+
+if op ~= "add" and op ~= "set" then
+  return redis.error_reply("ERR meterd apply: unknown op " .. tostring(op))
+end
+
+local record = redis.call("HMGET", recordKey, "fp", "result")
+if record[1] then
+  if record[1] ~= fingerprint then return {"KEY_CONFLICT"} end
+  if record[2] then return {"DUPLICATE", record[2]} end
+  return {"PENDING"}
+end
+
+local usesWallet = walletDelta ~= 0
+local consumed, wallet = 0, 0
+local counterMissing, walletMissing = 0, 0
+if usesCounter then
+  local value = redis.call("GET", counterKey)
+  if value then consumed = tonumber(value) else counterMissing = 1 end
+end
+if usesWallet then
+  local value = redis.call("GET", walletKey)
+  if value then wallet = tonumber(value) else walletMissing = 1 end
+end
+if counterMissing == 1 or walletMissing == 1 then
+  return {"NOT_LOADED", counterMissing, walletMissing}
+end
+
+local delta
+if op == "set" then
+  if expected ~= nil and expected ~= consumed then return {"EXPECTED_MISMATCH", int(consumed)} end
+  delta = amount - consumed
+else
+  delta = amount
+end
+local after = consumed + delta
+if math.abs(after) > MAX then return {"OUT_OF_RANGE", int(consumed)} end
+-- Only growth is capped: a correction or a lower set is always admitted.
+if delta > 0 and limit ~= nil and after > limit then return {"DENIED_LIMIT", int(consumed)} end
+local walletAfter = wallet + walletDelta
+if walletDelta < 0 and walletAfter < 0 and not walletMayGoNegative then
+  return {"DENIED_CREDITS", int(consumed), int(wallet)}
+end
+if math.abs(walletAfter) > MAX then return {"OUT_OF_RANGE", int(consumed)} end
+
+-- SET of the checked totals (not INCRBY of the delta) stores exactly the values returned; KEEPTTL keeps
+-- any expiry the counter was given.
+if usesCounter then redis.call("SET", counterKey, int(after), "KEEPTTL") end
+if usesWallet then redis.call("SET", walletKey, int(walletAfter), "KEEPTTL") end
+redis.call("HSET", recordKey,
+  "fp", fingerprint, "eid", eventId, "delta", int(delta), "wdelta", int(walletDelta),
+  "ckey", usesCounter and counterKey or "")
+-- A leak guard only: settle() or revert() ends a pending record long before this.
+redis.call("EXPIRE", recordKey, recordTtl)
+return {"APPLIED", int(consumed), int(after), int(delta), usesWallet and int(walletAfter) or false}
