@@ -8,6 +8,8 @@ import { SqlCatalogStore } from "./catalog/sql-store.js";
 import { type Config, ConfigError } from "./config.js";
 import type { FastPath } from "./fastpath/fastpath.js";
 import { MemoryFastPath } from "./fastpath/memory.js";
+import { RedisFastPath } from "./fastpath/redis/index.js";
+import { Redis } from "ioredis";
 import { type Ledger, openLedger } from "./ledger/index.js";
 import { UsageChanges } from "./metering/changes.js";
 import { Meter } from "./metering/meter.js";
@@ -26,9 +28,24 @@ export interface App {
   close(): Promise<void>;
 }
 
+/** Connects before serving, so that a wrong REDIS_URL fails the start instead of the first Track. */
+async function connectRedis(url: string, logger: Logger): Promise<Redis> {
+  // No offline queue: while Redis is away, calls fail at once with UNAVAILABLE instead of piling up.
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 2, enableOfflineQueue: false });
+  redis.on("error", (error: Error) => logger.warn({ err: error }, "redis connection error"));
+  try {
+    await redis.connect();
+  } catch (error) {
+    redis.disconnect();
+    throw new ConfigError(`cannot connect to REDIS_URL: ${(error as Error).message}`);
+  }
+  return redis;
+}
+
 export async function openApp(config: Config, logger: Logger): Promise<App> {
-  if (config.redisUrl !== null) {
-    throw new ConfigError("REDIS_URL is set, but this build runs the in-process fast path only; unset REDIS_URL");
+  if (config.redisUrl !== null && config.databaseUrl === null) {
+    // Replicas sharing Redis must share the ledger that Redis counters are rebuilt from.
+    throw new ConfigError("REDIS_URL needs DATABASE_URL: the Redis fast path runs with the Postgres ledger");
   }
   const { ledger, sql } = await openLedger({
     databaseUrl: config.databaseUrl,
@@ -41,7 +58,8 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
       const counts = await applyCatalogFile(catalog, config.catalogFile);
       logger.info({ file: config.catalogFile, ...counts }, "catalogue file applied");
     }
-    const fastPath = new MemoryFastPath();
+    const redis = config.redisUrl === null ? null : await connectRedis(config.redisUrl, logger);
+    const fastPath: FastPath = redis ? new RedisFastPath({ redis, prefix: config.redisPrefix }) : new MemoryFastPath();
     const changes = new UsageChanges();
     const window = { maxBackdateMs: config.maxBackdateMs, maxFutureMs: config.maxFutureMs };
     const meter = new Meter({ catalog, fastPath, ledger, changes, window });
@@ -53,10 +71,11 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
       ledger,
       fastPath,
       changes,
-      storage: config.databaseUrl === null ? "embedded" : "postgres",
+      storage: redis ? "redis + postgres" : config.databaseUrl === null ? "embedded" : "postgres",
       async close() {
         await ledger.close();
         await fastPath.close();
+        await redis?.quit().catch(() => redis.disconnect());
       },
     };
   } catch (error) {

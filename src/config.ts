@@ -12,6 +12,8 @@ export interface Config {
   /** Embedded default: where PGlite and the development key live. */
   dataDir: string;
   redisUrl: string | null;
+  /** Prefix of every Redis key, so that several deployments (or tests) can share one Redis. */
+  redisPrefix: string;
   databaseUrl: string | null;
   catalogFile: string | null;
   /** Events may be backdated this far. */
@@ -59,6 +61,7 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins: list(env, "METERD_CORS_ORIGINS"),
     dataDir: path.resolve(str(env, "METERD_DATA_DIR") ?? ".meterd"),
     redisUrl: str(env, "REDIS_URL"),
+    redisPrefix: str(env, "METERD_REDIS_PREFIX") ?? "meterd:",
     databaseUrl: str(env, "DATABASE_URL"),
     catalogFile: str(env, "METERD_CATALOG"),
     maxBackdateMs: int(env, "METERD_MAX_BACKDATE_DAYS", 35, 0, 3650) * DAY_MS,

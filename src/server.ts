@@ -33,7 +33,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   const app = await openApp(config, logger);
   const health = new HealthState();
   const services = [
-    rpcService(MeteringService, createMeteringService(app.meter, app.metrics)),
+    rpcService(MeteringService, createMeteringService(app.meter, app.metrics, logger)),
     rpcService(CatalogService, createCatalogService(app)),
     rpcService(Health, createHealthService(health)),
   ];

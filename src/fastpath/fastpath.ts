@@ -57,6 +57,8 @@ export interface Readings {
 
 export interface FastPath {
   apply(req: ApplyRequest): Promise<ApplyResult>;
+  /** apply() for many requests, in one round trip where the backend allows; results in input order. */
+  applyMany(reqs: ApplyRequest[]): Promise<ApplyResult[]>;
   /** After the ledger commit: keep `result` for replays of the key. */
   settle(customerId: string, dedupeKey: string, result: string): Promise<void>;
   /** The commit failed or found the event already there: undo an APPLIED request and forget its key. */

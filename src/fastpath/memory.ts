@@ -5,6 +5,9 @@ import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Readings } from "
 
 interface KeyRecord {
   fingerprint: string;
+  eventId: string;
+  /** What apply() answered, for a resend of the same event. */
+  applied: ApplyResult;
   /** The stored result once settled; null while the event is being committed. */
   result: string | null;
   waiters: Array<() => void>;
@@ -26,7 +29,8 @@ export class MemoryFastPath implements FastPath {
     const record = this.keys.get(id);
     if (record) {
       if (record.fingerprint !== req.fingerprint) return { code: "KEY_CONFLICT" };
-      return record.result === null ? { code: "PENDING" } : { code: "DUPLICATE", result: record.result };
+      if (record.result !== null) return { code: "DUPLICATE", result: record.result };
+      return record.eventId === req.eventId ? record.applied : { code: "PENDING" };
     }
 
     const cid = req.counter ? counterId(req.counter) : null;
@@ -56,8 +60,15 @@ export class MemoryFastPath implements FastPath {
 
     if (cid !== null) this.counters.set(cid, after);
     if (usesWallet) this.wallets.set(req.customerId, walletAfter);
-    this.keys.set(id, { fingerprint: req.fingerprint, result: null, waiters: [] });
-    return { code: "APPLIED", before: consumed, after, delta, walletAfter: usesWallet ? walletAfter : null };
+    const applied: ApplyResult = { code: "APPLIED", before: consumed, after, delta, walletAfter: usesWallet ? walletAfter : null };
+    this.keys.set(id, { fingerprint: req.fingerprint, eventId: req.eventId, applied, result: null, waiters: [] });
+    return applied;
+  }
+
+  async applyMany(reqs: ApplyRequest[]): Promise<ApplyResult[]> {
+    const results: ApplyResult[] = [];
+    for (const req of reqs) results.push(await this.apply(req));
+    return results;
   }
 
   async settle(customerId: string, dedupeKey: string, result: string): Promise<void> {

@@ -39,6 +39,17 @@ export function invalid(field: string, rule: string, reason: string): MeterError
   return new MeterError(Code.InvalidArgument, reason, `${field} ${rule}`, field, rule);
 }
 
+/** The fast path (Redis) did not answer: nothing was decided. Fail closed rather than guess a limit. */
+export function fastPathUnavailable(cause: unknown): MeterError {
+  const error = new MeterError(
+    Code.Unavailable,
+    "FAST_PATH_UNAVAILABLE",
+    "the fast path is unavailable; nothing was counted, retry with the same idempotency key",
+  );
+  error.cause = cause;
+  return error;
+}
+
 /** The ledger could not commit: nothing was counted, and a retry with the same key is safe. */
 export function ledgerUnavailable(cause: unknown): MeterError {
   const error = new MeterError(

@@ -9,7 +9,7 @@ import type { ApplyRequest, ApplyResult, CounterRef, FastPath } from "../fastpat
 import type { EventKind, Ledger, LedgerEvent, StoredEvent } from "../ledger/ledger.js";
 import type { UsageChanges } from "./changes.js";
 import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsToNumber } from "./decimal.js";
-import { invalid, ledgerUnavailable, MeterError } from "./errors.js";
+import { fastPathUnavailable, invalid, ledgerUnavailable, MeterError } from "./errors.js";
 import { type Period, periodKey, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
 import { CREDIT_PRECISION, limitUnitsOf, snapshot, type Terms, thresholdsCrossed } from "./usage.js";
@@ -53,6 +53,40 @@ export class Meter {
   }
 
   async track(input: TrackInput, caller: Caller): Promise<TrackOutcome> {
+    const prepared = this.prepareTrack(input, caller);
+    return "eventId" in prepared ? prepared : this.execute(prepared);
+  }
+
+  /**
+   * Many events at once (TrackBatch, TrackStream): each is validated and decided on its own, but the
+   * first decisions go to the fast path in one round trip and the commits share group commits.
+   */
+  async trackMany(inputs: TrackInput[], caller: Caller): Promise<Array<TrackOutcome | MeterError | Error>> {
+    const prepared = inputs.map((input) => {
+      try {
+        return this.prepareTrack(input, caller);
+      } catch (error) {
+        return error instanceof Error ? error : new Error(String(error));
+      }
+    });
+    const pending = prepared.filter((p): p is Prepared => !(p instanceof Error) && !("eventId" in p));
+    // If the one round trip fails, each event tries again on its own.
+    const first = pending.length > 0 ? await this.fastPath.applyMany(pending.map((p) => p.req)).catch(() => []) : [];
+    const firstOf = new Map(pending.map((p, i) => [p, first[i]]));
+    return Promise.all(
+      prepared.map(async (p) => {
+        if (p instanceof Error || "eventId" in p) return p;
+        try {
+          return await this.execute(p, firstOf.get(p));
+        } catch (error) {
+          return error instanceof Error ? error : new Error(String(error));
+        }
+      }),
+    );
+  }
+
+  /** Validates and prices one Track; a TrackOutcome when it is decided without the fast path. */
+  private prepareTrack(input: TrackInput, caller: Caller): Prepared | TrackOutcome {
     checkCustomerId(input.customerId);
     const feature = this.featureOf(input.featureKey);
     const amount = amountToUnits(input.amount, feature.precision);
@@ -73,13 +107,12 @@ export class Meter {
     if (!terms) return this.notEntitled(feature, at, customer);
 
     const charge = feature.creditCost === null ? 0 : creditsForUnits(Math.abs(amount.units), feature.precision, feature.creditCost);
-    const prepared = this.prepare(customer, input.idempotencyKey, fingerprint, terms, { kind: "add", units: amount.units }, {
+    return this.prepare(customer, input.idempotencyKey, fingerprint, terms, { kind: "add", units: amount.units }, {
       kind,
       occurredAt: at,
       properties: input.properties,
       walletDelta: amount.units < 0 ? charge : -charge,
     });
-    return this.execute(prepared);
   }
 
   async setUsage(input: SetUsageInput): Promise<TrackOutcome> {
@@ -160,7 +193,7 @@ export class Meter {
   async readTerms(customerId: string, terms: Terms[], withWallet: boolean): Promise<[number[], number | null]> {
     const refs = terms.map((t) => counterRef(customerId, t));
     for (let attempt = 0; ; attempt++) {
-      const readings = await this.fastPath.read(refs, withWallet ? customerId : null);
+      const readings = await this.fastPath.read(refs, withWallet ? customerId : null).catch(failClosed);
       const missing = refs.filter((_, i) => readings.counters[i] === null);
       const walletMissing = withWallet && readings.wallet === null;
       if ((missing.length === 0 && !walletMissing) || attempt > 2) {
@@ -222,10 +255,11 @@ export class Meter {
     };
   }
 
-  private async execute(p: Prepared): Promise<TrackOutcome> {
+  /** Runs one event to its outcome, starting from `first` when the fast path has already answered once. */
+  private async execute(p: Prepared, first?: ApplyResult): Promise<TrackOutcome> {
     let waited = false;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const result = await this.fastPath.apply(p.req);
+      const result = attempt === 0 && first ? first : await this.fastPath.apply(p.req).catch(failClosed);
       switch (result.code) {
         case "APPLIED":
           return this.commit(p, result);
@@ -411,6 +445,10 @@ function walletOnly(wallet: number | null): TrackOutcome["usage"] {
     creditBalance: wallet === null ? null : unitsToNumber(wallet, CREDIT_PRECISION),
     creditsCharged: 0,
   };
+}
+
+function failClosed(error: unknown): never {
+  throw fastPathUnavailable(error);
 }
 
 function keyConflict(key: string): MeterError {

@@ -1,5 +1,6 @@
 // meterd.v1.MeteringService: protobuf in, metering rules, protobuf out. Served by both listeners.
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { Logger } from "pino";
 import { MeteringService, type TrackRequest } from "../../gen/meterd/v1/metering_pb.js";
 import { Decision } from "../../gen/meterd/v1/usage_pb.js";
 import type { Meter } from "../metering/meter.js";
@@ -20,22 +21,17 @@ function checkBatchSize(events: TrackRequest[]): void {
   if (events.length > MAX_BATCH) throw invalid("events", `must hold at most ${MAX_BATCH} events`, "BATCH_TOO_LARGE");
 }
 
-export function createMeteringService(meter: Meter, metrics: Metrics): ServiceImpl<typeof MeteringService> {
-  /** Every event of a batch is decided on its own; the group committer still writes them together. */
+export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pick<Logger, "error">): ServiceImpl<typeof MeteringService> {
+  /** Every event of a batch is decided on its own; an invalid one gets its own error result. */
   async function trackAll(events: TrackRequest[], caller: Caller) {
-    return Promise.all(
-      events.map(async (event, i) => {
-        try {
-          return { outcome: { case: "tracked" as const, value: trackOutcomeToMsg(await meter.track(trackInputFromMsg(event), caller)) } };
-        } catch (error) {
-          const meterError = error instanceof MeterError ? error.under(`events[${i}]`) : null;
-          const eventError = meterError
-            ? meterError.toEventError()
-            : { code: "internal", message: "internal error", field: "", reason: "INTERNAL" };
-          return { outcome: { case: "error" as const, value: eventError } };
-        }
-      }),
-    );
+    const outcomes = await meter.trackMany(events.map(trackInputFromMsg), caller);
+    return outcomes.map((o, i) => {
+      if (!(o instanceof Error)) return { outcome: { case: "tracked" as const, value: trackOutcomeToMsg(o) } };
+      if (o instanceof MeterError) return { outcome: { case: "error" as const, value: o.under(`events[${i}]`).toEventError() } };
+      logger.error({ err: o, index: i }, "event of a batch failed");
+      const eventError = { code: "internal", message: "internal error", field: "", reason: "INTERNAL" };
+      return { outcome: { case: "error" as const, value: eventError } };
+    });
   }
 
   return {

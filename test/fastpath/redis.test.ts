@@ -125,7 +125,7 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
         code: "APPLIED",
         walletAfter: 90,
       });
-      expect(await fp.apply(victimEvent)).toEqual({ code: "PENDING" });
+      expect(await fp.apply({ ...victimEvent, eventId: `evt_${randomUUID()}` })).toEqual({ code: "PENDING" });
       expect(await fp.read([victimCounter], mallory)).toEqual({ counters: [1], wallet: 90 });
       expect(await fp.read([], victim)).toEqual({ counters: [], wallet: null });
     });
@@ -224,7 +224,7 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
       // The first event's revert arrives again, late: the key is now the retry's.
       await fp.revert(first, applied);
       expect((await fp.read([counter], null)).counters).toEqual([5]);
-      expect(await fp.apply(retry)).toEqual({ code: "PENDING" });
+      expect(await fp.apply({ ...retry, eventId: `evt_${randomUUID()}` })).toEqual({ code: "PENDING" });
     });
 
     it("a revert leaves a counter that Redis lost unloaded, for the ledger to rebuild", async () => {

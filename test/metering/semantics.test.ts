@@ -10,12 +10,14 @@ import type { MetricView, SetUsageInput, TopUpInput, TrackInput } from "../../sr
 import { toConnectError } from "../../src/rpc/errors.js";
 import { DAY_MS, faultyLedger, type LedgerBackend, type MeterHarness, openMeterHarness, T0 } from "../support/meter.js";
 import { postgresSkipReason } from "../support/pg.js";
+import { redisSkipReason } from "../support/redis.js";
 
 const SECRET = { mayCorrect: true };
 const PUBLISHABLE = { mayCorrect: false };
 
 const pgSkip = await postgresSkipReason();
-const backends: LedgerBackend[] = ["pglite", "pg"];
+const redisSkip = await redisSkipReason();
+const backends: LedgerBackend[] = ["pglite", "pg", "redis"];
 
 function track(customerId: string, featureKey: string, amount: number, over: Partial<TrackInput> = {}): TrackInput {
   return { customerId, featureKey, amount, idempotencyKey: "", timestamp: null, properties: {}, ...over };
@@ -81,7 +83,7 @@ describe("metering errors", () => {
 });
 
 describe.each(backends)("semantics on the %s ledger", (backend) => {
-  describe.skipIf(backend === "pg" && pgSkip !== null)("", () => {
+  describe.skipIf((backend !== "pglite" && pgSkip !== null) || (backend === "redis" && redisSkip !== null))("", () => {
     let h: MeterHarness;
 
     beforeAll(async () => {

@@ -13,6 +13,8 @@ import { SqlCatalogStore } from "../../src/catalog/sql-store.js";
 import type { Entitlement } from "../../src/catalog/types.js";
 import type { FastPath } from "../../src/fastpath/fastpath.js";
 import { MemoryFastPath } from "../../src/fastpath/memory.js";
+import { RedisFastPath } from "../../src/fastpath/redis/index.js";
+import { connectTestRedis, deleteByPrefix, testPrefix } from "./redis.js";
 import { openLedger } from "../../src/ledger/index.js";
 import type { Ledger } from "../../src/ledger/ledger.js";
 import type { SqlClient } from "../../src/ledger/sql.js";
@@ -22,7 +24,8 @@ import { Metrics } from "../../src/metering/metrics.js";
 import type { TimeWindow } from "../../src/metering/validate.js";
 import { createTestDatabase, type TestDatabase } from "./pg.js";
 
-export type LedgerBackend = "pglite" | "pg";
+/** "redis": the Postgres ledger with the Redis fast path; each instance() starts on an empty keyspace. */
+export type LedgerBackend = "pglite" | "pg" | "redis";
 
 export const EXAMPLE_CATALOG = fileURLToPath(new URL("../../examples/catalog.json", import.meta.url));
 
@@ -76,7 +79,16 @@ export async function openMeterHarness(
   opts: { catalogFile?: string; window?: TimeWindow } = {},
 ): Promise<MeterHarness> {
   let db: TestDatabase | null = null;
-  if (backend === "pg") db = await createTestDatabase("meterd_meter");
+  if (backend !== "pglite") db = await createTestDatabase("meterd_meter");
+  const redis = backend === "redis" ? await connectTestRedis() : null;
+  const prefixes: string[] = [];
+  /** A fast path with nothing in it: in memory, or a Redis keyspace of its own (Redis come back empty). */
+  const emptyFastPath = (): FastPath => {
+    if (!redis) return new MemoryFastPath();
+    const prefix = testPrefix();
+    prefixes.push(prefix);
+    return new RedisFastPath({ redis: redis.redis, prefix });
+  };
   let opened: Awaited<ReturnType<typeof openLedger>>;
   try {
     opened = await openLedger({ databaseUrl: db?.url ?? null, dataDir: null });
@@ -93,7 +105,7 @@ export async function openMeterHarness(
     const read = () => new Date(clock.now);
 
     const instance = (o: { ledger?: Ledger; fastPath?: FastPath } = {}): MeterInstance => {
-      const fastPath = o.fastPath ?? new MemoryFastPath();
+      const fastPath = o.fastPath ?? emptyFastPath();
       const changes = new UsageChanges();
       const target = o.ledger ?? ledger;
       const meter = new Meter({ catalog, fastPath, ledger: target, changes, window, clock: read });
@@ -134,6 +146,10 @@ export async function openMeterHarness(
             await main.fastPath.close();
             await ledger.close();
           } finally {
+            if (redis) {
+              for (const prefix of prefixes) await deleteByPrefix(redis.redis, prefix);
+              await redis.cleanup();
+            }
             await db?.drop();
           }
         })();

@@ -26,10 +26,12 @@ if op ~= "add" and op ~= "set" then
   return redis.error_reply("ERR meterd apply: unknown op " .. tostring(op))
 end
 
-local record = redis.call("HMGET", recordKey, "fp", "result")
+local record = redis.call("HMGET", recordKey, "fp", "result", "eid", "applied")
 if record[1] then
   if record[1] ~= fingerprint then return {"KEY_CONFLICT"} end
   if record[2] then return {"DUPLICATE", record[2]} end
+  -- The same event again: a client resent this command after losing the reply. Answer as before.
+  if record[3] == eventId and record[4] then return cjson.decode(record[4]) end
   return {"PENDING"}
 end
 
@@ -69,9 +71,10 @@ if math.abs(walletAfter) > MAX then return {"OUT_OF_RANGE", int(consumed)} end
 -- any expiry the counter was given.
 if usesCounter then redis.call("SET", counterKey, int(after), "KEEPTTL") end
 if usesWallet then redis.call("SET", walletKey, int(walletAfter), "KEEPTTL") end
+local reply = {"APPLIED", int(consumed), int(after), int(delta), usesWallet and int(walletAfter) or false}
 redis.call("HSET", recordKey,
   "fp", fingerprint, "eid", eventId, "delta", int(delta), "wdelta", int(walletDelta),
-  "ckey", usesCounter and counterKey or "")
+  "ckey", usesCounter and counterKey or "", "applied", cjson.encode(reply))
 -- A leak guard only: settle() or revert() ends a pending record long before this.
 redis.call("EXPIRE", recordKey, recordTtl)
-return {"APPLIED", int(consumed), int(after), int(delta), usesWallet and int(walletAfter) or false}
+return reply
