@@ -30,6 +30,22 @@ export interface ApplyRequest {
   walletDelta: number;
   /** Whether a charge may take the wallet below zero (false for hard features). */
   walletMayGoNegative: boolean;
+  /**
+   * The outbox entry: what the ledger needs to commit this event (JSON, opaque to the fast path). It is
+   * kept with the pending key, so that if this process dies before its commit, a sweeper commits it.
+   */
+  record: string;
+}
+
+/** An event applied by the fast path and still not settled or reverted after a while. */
+export interface StaleEvent {
+  customerId: string;
+  dedupeKey: string;
+  eventId: string;
+  /** The applied deltas, in units and credit units. */
+  delta: number;
+  walletDelta: number;
+  record: string;
 }
 
 export type ApplyResult =
@@ -63,6 +79,8 @@ export interface FastPath {
   settle(customerId: string, dedupeKey: string, result: string): Promise<void>;
   /** The commit failed or found the event already there: undo an APPLIED request and forget its key. */
   revert(req: ApplyRequest, applied: { delta: number }): Promise<void>;
+  /** Applied events pending for longer than `olderThanMs`: their process may have died before its commit. */
+  staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]>;
   /** Resolves once the pending event with this key is settled or reverted. */
   waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void>;
   /** Sets a counter from the ledger's sum, unless it is already loaded. */

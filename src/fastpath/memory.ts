@@ -1,13 +1,16 @@
 // The in-process fast path of the embedded default. Atomic by construction: apply() runs from its
 // first read to its last write without an await, so no other call can interleave with a decision.
 import { MAX_UNITS } from "../metering/decimal.js";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Readings } from "./fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Readings, StaleEvent } from "./fastpath.js";
 
 interface KeyRecord {
   fingerprint: string;
   eventId: string;
   /** What apply() answered, for a resend of the same event. */
   applied: ApplyResult;
+  record: string;
+  walletDelta: number;
+  appliedAt: number;
   /** The stored result once settled; null while the event is being committed. */
   result: string | null;
   waiters: Array<() => void>;
@@ -49,7 +52,8 @@ export class MemoryFastPath implements FastPath {
       delta = req.op.units;
     }
     const after = consumed + delta;
-    if (Math.abs(after) > MAX_UNITS) return { code: "OUT_OF_RANGE", consumed };
+    // A total is never negative: a correction larger than the usage it corrects is refused.
+    if (after < 0 || after > MAX_UNITS) return { code: "OUT_OF_RANGE", consumed };
     // Only growth is capped: a correction or a lower SetUsage is always admitted.
     if (delta > 0 && req.limit !== null && after > req.limit) return { code: "DENIED_LIMIT", consumed };
     const walletAfter = wallet + req.walletDelta;
@@ -61,7 +65,16 @@ export class MemoryFastPath implements FastPath {
     if (cid !== null) this.counters.set(cid, after);
     if (usesWallet) this.wallets.set(req.customerId, walletAfter);
     const applied: ApplyResult = { code: "APPLIED", before: consumed, after, delta, walletAfter: usesWallet ? walletAfter : null };
-    this.keys.set(id, { fingerprint: req.fingerprint, eventId: req.eventId, applied, result: null, waiters: [] });
+    this.keys.set(id, {
+      fingerprint: req.fingerprint,
+      eventId: req.eventId,
+      applied,
+      record: req.record,
+      walletDelta: req.walletDelta,
+      appliedAt: Date.now(),
+      result: null,
+      waiters: [],
+    });
     return applied;
   }
 
@@ -92,6 +105,18 @@ export class MemoryFastPath implements FastPath {
     const record = this.keys.get(id);
     this.keys.delete(id);
     if (record) this.wake(record);
+  }
+
+  async staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]> {
+    const before = Date.now() - olderThanMs;
+    const stale: StaleEvent[] = [];
+    for (const [id, r] of this.keys) {
+      if (stale.length >= max) break;
+      if (r.result !== null || r.appliedAt > before || r.applied.code !== "APPLIED") continue;
+      const [customerId = "", dedupeKey = ""] = id.split("\u0000");
+      stale.push({ customerId, dedupeKey, eventId: r.eventId, delta: r.applied.delta, walletDelta: r.walletDelta, record: r.record });
+    }
+    return stale;
   }
 
   waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void> {

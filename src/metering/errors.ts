@@ -25,7 +25,8 @@ export class MeterError extends ConnectError {
   /** The same error about a field nested under `prefix`, for example "events[3]". */
   under(prefix: string): MeterError {
     const field = this.field === "" ? prefix : `${prefix}.${this.field}`;
-    return new MeterError(this.code, this.reason, this.rawMessage.replace(this.field, field), field, this.rule);
+    const message = this.field === "" ? `${prefix}: ${this.rawMessage}` : this.rawMessage.replace(this.field, field);
+    return new MeterError(this.code, this.reason, message, field, this.rule);
   }
 
   /** The per-event error of a batch or a stream. */

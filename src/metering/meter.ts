@@ -31,6 +31,14 @@ interface Prepared {
   row: Omit<LedgerEvent, "amount" | "credits">;
 }
 
+/** What a sweeper needs to commit an event whose process died: the ledger row but for its amounts. */
+interface OutboxRecord extends Omit<LedgerEvent, "amount" | "credits" | "occurredAt"> {
+  occurredAt: string;
+  dedupeKey: string;
+  counter: CounterRef | null;
+  precision: number;
+}
+
 /** How long a retry waits for the same key's first attempt to commit. */
 const PENDING_WAIT_MS = 5_000;
 const MAX_ATTEMPTS = 20;
@@ -229,30 +237,92 @@ export class Meter {
     // The id is given before the fast path, so that a resent command cannot count twice.
     const eventId = randomUUID();
     const hard = terms?.entitlement.hard ?? true;
+    const dedupeKey = idempotencyKey === "" ? eventId : idempotencyKey;
+    const counter = terms ? counterRef(customer.id, terms) : null;
+    const row: Prepared["row"] = {
+      id: eventId,
+      customerId: customer.id,
+      featureKey: terms?.feature.key ?? null,
+      kind: event.kind,
+      idempotencyKey: idempotencyKey === "" ? null : idempotencyKey,
+      fingerprint,
+      occurredAt: event.occurredAt,
+      properties: event.properties,
+    };
+    const outbox: OutboxRecord = { ...row, occurredAt: event.occurredAt.toISOString(), dedupeKey, counter, precision: terms?.feature.precision ?? 0 };
     return {
       terms,
+      row,
       req: {
         customerId: customer.id,
         eventId,
-        dedupeKey: idempotencyKey === "" ? eventId : idempotencyKey,
+        dedupeKey,
         fingerprint,
-        counter: terms ? counterRef(customer.id, terms) : null,
+        counter,
         op,
         limit: hard ? (terms?.limitUnits ?? null) : null,
         walletDelta: event.walletDelta,
         walletMayGoNegative: !hard,
-      },
-      row: {
-        id: eventId,
-        customerId: customer.id,
-        featureKey: terms?.feature.key ?? null,
-        kind: event.kind,
-        idempotencyKey: idempotencyKey === "" ? null : idempotencyKey,
-        fingerprint,
-        occurredAt: event.occurredAt,
-        properties: event.properties,
+        record: JSON.stringify(outbox),
       },
     };
+  }
+
+  /**
+   * Commits events that the fast path applied but whose process never settled them (it died between the
+   * fast path and the ledger). Any replica may run it; the ledger keeps one row per event either way.
+   * Returns how many events it settled.
+   */
+  async sweep(olderThanMs: number, max = 1000): Promise<number> {
+    const stale = await this.fastPath.staleEvents(olderThanMs, max);
+    if (stale.length === 0) return 0;
+    const records = stale.map((s) => JSON.parse(s.record) as OutboxRecord);
+    const events: LedgerEvent[] = records.map((r, i) => ({
+      id: r.id,
+      customerId: r.customerId,
+      featureKey: r.featureKey,
+      kind: r.kind,
+      idempotencyKey: r.idempotencyKey,
+      fingerprint: r.fingerprint,
+      occurredAt: new Date(r.occurredAt),
+      properties: r.properties,
+      amount: unitsToDecimal(stale[i]!.delta, r.precision),
+      credits: unitsToDecimal(stale[i]!.walletDelta, CREDIT_PRECISION),
+    }));
+    const outcomes = await this.ledger.append(events);
+    let settled = 0;
+    for (const [i, outcome] of outcomes.entries()) {
+      const s = stale[i]!;
+      const r = records[i]!;
+      if (outcome.inserted || outcome.existing.id === s.eventId) {
+        const result: TrackOutcome = {
+          eventId: s.eventId,
+          allowed: true,
+          denyReason: null,
+          duplicate: false,
+          usage: await this.usageNow(r, s.walletDelta),
+          thresholdsCrossed: [],
+          delta: unitsToNumber(s.delta, r.precision),
+        };
+        await this.fastPath.settle(s.customerId, s.dedupeKey, JSON.stringify(result));
+        this.changes.notify(s.customerId, r.featureKey);
+        settled++;
+      } else {
+        // Another event holds the key in the ledger: this one was never answered ALLOWED, so undo it.
+        const req = { customerId: s.customerId, eventId: s.eventId, dedupeKey: s.dedupeKey, counter: r.counter, walletDelta: s.walletDelta };
+        await this.fastPath.revert({ ...req, fingerprint: r.fingerprint, op: { kind: "add", units: s.delta }, limit: null, walletMayGoNegative: true, record: s.record }, s);
+      }
+    }
+    return settled;
+  }
+
+  /** The usage block of a swept event's counter as it is now. */
+  private async usageNow(r: OutboxRecord, walletDelta: number): Promise<TrackOutcome["usage"]> {
+    const feature = r.featureKey === null ? undefined : this.catalog.feature(r.featureKey);
+    const terms = feature ? this.termsAt(this.catalog.customer(r.customerId), feature, new Date(r.occurredAt)) : null;
+    if (!terms) return walletOnly(null);
+    const [consumed, wallet] = await this.readTerms(r.customerId, [terms], feature?.creditCost != null);
+    return snapshot(terms, consumed[0] ?? 0, wallet, -walletDelta);
   }
 
   /** Runs one event to its outcome, starting from `first` when the fast path has already answered once. */
@@ -295,7 +365,13 @@ export class Meter {
         case "OUT_OF_RANGE": {
           const replay = await this.replayFromLedger(p);
           if (replay) return replay;
-          throw new MeterError(Code.OutOfRange, "TOTAL_OUT_OF_RANGE", "the total would exceed the largest exact total", "amount", "total must stay within the exact range");
+          throw new MeterError(
+            Code.OutOfRange,
+            "TOTAL_OUT_OF_RANGE",
+            `amount would take the total (now ${this.display(p, result.consumed)}) below 0 or above the largest exact total`,
+            "amount",
+            "total must stay from 0 to the largest exact total",
+          );
         }
         case "DENIED_LIMIT":
         case "DENIED_CREDITS":
@@ -311,6 +387,19 @@ export class Meter {
       ...p.row,
       amount: unitsToDecimal(applied.delta, precision),
       credits: unitsToDecimal(p.req.walletDelta, CREDIT_PRECISION),
+    };
+    // The answer is built before the commit, so that nothing can fail between a commit and its answer.
+    const consumed = p.req.counter ? applied.after : 0;
+    const outcomeOk: TrackOutcome = {
+      eventId: p.req.eventId,
+      allowed: true,
+      denyReason: null,
+      duplicate: false,
+      usage: p.terms
+        ? snapshot(p.terms, consumed, applied.walletAfter, -p.req.walletDelta)
+        : walletOnly(applied.walletAfter),
+      thresholdsCrossed: p.terms ? thresholdsCrossed(p.terms, applied.before, applied.after) : [],
+      delta: p.terms ? unitsToNumber(applied.delta, precision) : 0,
     };
     let outcome;
     try {
@@ -329,18 +418,6 @@ export class Meter {
       await this.fastPath.revert(p.req, applied);
       return this.fromExisting(p, outcome?.existing);
     }
-    const consumed = p.req.counter ? applied.after : 0;
-    const outcomeOk: TrackOutcome = {
-      eventId: p.req.eventId,
-      allowed: true,
-      denyReason: null,
-      duplicate: false,
-      usage: p.terms
-        ? snapshot(p.terms, consumed, applied.walletAfter, -p.req.walletDelta)
-        : walletOnly(applied.walletAfter),
-      thresholdsCrossed: p.terms ? thresholdsCrossed(p.terms, applied.before, applied.after) : [],
-      delta: p.terms ? unitsToNumber(applied.delta, precision) : 0,
-    };
     await this.fastPath.settle(p.req.customerId, p.req.dedupeKey, JSON.stringify(outcomeOk));
     this.changes.notify(p.req.customerId, p.row.featureKey);
     return outcomeOk;

@@ -1,6 +1,6 @@
 // Turns a counter (integer units) and a customer's entitlement into the usage block users read.
 import type { Entitlement, Feature } from "../catalog/types.js";
-import { decimalToUnits, unitsToNumber } from "./decimal.js";
+import { decimalToUnits, MAX_UNITS, unitsToNumber } from "./decimal.js";
 import type { Period } from "./period.js";
 import type { UsageSnapshot } from "./types.js";
 
@@ -28,7 +28,7 @@ export function snapshot(terms: Terms, consumed: number, wallet: number | null, 
     featureKey: terms.feature.key,
     consumed: unitsToNumber(consumed, p),
     limit: limit === null ? null : unitsToNumber(limit, p),
-    remaining: limit === null ? 0 : unitsToNumber(Math.max(0, limit - consumed), p),
+    remaining: limit === null ? 0 : unitsToNumber(Math.min(MAX_UNITS, Math.max(0, limit - consumed)), p),
     percentageUsed: percentage(consumed, limit),
     periodStart: terms.period?.start.getTime() ?? null,
     periodEnd: terms.period?.end.getTime() ?? null,

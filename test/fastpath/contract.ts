@@ -35,6 +35,7 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
         limit: null,
         walletDelta: 0,
         walletMayGoNegative: false,
+        record: JSON.stringify({ customerId: over.customerId ?? customer, dedupeKey: over.dedupeKey ?? eventId, units }),
         ...over,
       };
     }
@@ -166,7 +167,14 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
         const over: CounterRef = { ...counter, featureKey: "seats" };
         await fp.loadCounter(over, 12);
         expect(await applied(add(-1, { counter: over, limit: 10 }))).toMatchObject({ before: 12, after: 11, delta: -1 });
-        expect(await applied(add(-5, { limit: 0 }))).toMatchObject({ before: 0, after: -5, delta: -5 });
+        expect(await applied(add(-5, { counter: over, limit: 0 }))).toMatchObject({ before: 11, after: 6, delta: -5 });
+      });
+
+      it("refuses a correction that would take the total below zero, and changes nothing", async () => {
+        await applied(add(3));
+        expect(await fp.apply(add(-4))).toEqual({ code: "OUT_OF_RANGE", consumed: 3 });
+        expect(await counterValue()).toBe(3);
+        expect(await applied(add(-3))).toMatchObject({ before: 3, after: 0 });
       });
 
       it("admits exactly the limit out of 1,000 concurrent applies", async () => {
@@ -248,6 +256,37 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
         expect(results.filter((r) => r.code === "DENIED_CREDITS")).toHaveLength(195);
         expect(await walletValue()).toBe(0);
         expect(await counterValue()).toBe(5);
+      });
+    });
+
+    describe("outbox", () => {
+      beforeEach(async () => {
+        await fp.loadCounter(counter, 0);
+        await fp.loadWallet(customer, 100);
+      });
+
+      it("lists an applied event as stale until it is settled or reverted, with its deltas and record", async () => {
+        const settled = add(2, { dedupeKey: "out-1", walletDelta: -5 });
+        const reverted = add(3, { dedupeKey: "out-2" });
+        const first = await applied(settled);
+        const second = await applied(reverted);
+        // Nothing is stale yet for a generous age.
+        expect((await fp.staleEvents(60_000, 100)).filter((s) => s.customerId === customer)).toEqual([]);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        const stale = (await fp.staleEvents(5, 100)).filter((s) => s.customerId === customer);
+        expect(stale.map((s) => s.eventId).sort()).toEqual([settled.eventId, reverted.eventId].sort());
+        const entry = stale.find((s) => s.eventId === settled.eventId);
+        expect(entry).toEqual({ customerId: customer, dedupeKey: "out-1", eventId: settled.eventId, delta: 2, walletDelta: -5, record: settled.record });
+        await fp.settle(customer, "out-1", "{}");
+        await fp.revert(reverted, second);
+        expect((await fp.staleEvents(0, 100)).filter((s) => s.customerId === customer)).toEqual([]);
+        expect(first.after).toBe(2);
+      });
+
+      it("returns at most `max` stale events", async () => {
+        for (let i = 0; i < 5; i++) await applied(add(1, { dedupeKey: `many-${i}` }));
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        expect((await fp.staleEvents(5, 3)).length).toBeLessThanOrEqual(3);
       });
     });
 

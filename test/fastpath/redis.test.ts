@@ -76,6 +76,7 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
         limit: null,
         walletDelta: 0,
         walletMayGoNegative: false,
+        record: JSON.stringify({ customerId, dedupeKey: over.dedupeKey ?? eventId }),
         ...over,
       };
     }
@@ -94,13 +95,14 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
         expect((await fp.apply(add(1, { customerId: id, walletDelta: -1, dedupeKey: "order-1" }))).code).toBe("APPLIED");
       }
       const keys = await keysByPrefix(t.redis, t.prefix);
-      expect(keys).toHaveLength(6);
+      // Per customer: counter, wallet, idempotency record and outbox.
+      expect(keys).toHaveLength(8);
       const byTag = new Map<string, string[]>();
       for (const key of keys) byTag.set(hashTag(key), [...(byTag.get(hashTag(key)) ?? []), key]);
       expect([...byTag.keys()].sort()).toEqual([`c:${customer}`, `c:${other}`].sort());
       for (const [tag, ofOne] of byTag) {
         expect(ofOne.map((key) => key.slice(t.prefix.length).replace(`{${tag}}`, "")).sort()).toEqual(
-          [":k:order-1", ":u:api_calls:1740787200000", ":w"],
+          [":k:order-1", ":o", ":u:api_calls:1740787200000", ":w"],
         );
         expect(new Set(ofOne.map(keySlot))).toEqual(new Set([keySlot(`{${tag}}`)]));
       }

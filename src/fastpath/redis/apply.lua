@@ -2,6 +2,7 @@
 local recordKey = KEYS[1]              -- the idempotency record of (customer, dedupe key): a hash
 local counterKey = KEYS[2]             -- the usage counter; the wallet key again when the event has no counter
 local walletKey = KEYS[3]              -- the customer's credit wallet
+local outboxKey = KEYS[4]              -- the customer's outbox: pending record keys by apply time (ms)
 local eventId = ARGV[1]
 local fingerprint = ARGV[2]
 local op = ARGV[3]                     -- "add" (amount = units) or "set" (amount = target)
@@ -12,6 +13,7 @@ local walletDelta = tonumber(ARGV[7])
 local walletMayGoNegative = ARGV[8] == "1"
 local usesCounter = ARGV[9] == "1"
 local recordTtl = ARGV[10]
+local row = ARGV[11]                   -- what the ledger needs to commit the event, kept until settled
 
 -- Lua numbers are doubles: every integer up to 2^53 is exact, and a sum that leaves that range still
 -- compares above MAX, because rounding is monotonic and 2^53 itself is representable.
@@ -58,7 +60,8 @@ else
   delta = amount
 end
 local after = consumed + delta
-if math.abs(after) > MAX then return {"OUT_OF_RANGE", int(consumed)} end
+-- A total is never negative: a correction larger than the usage it corrects is refused.
+if after < 0 or after > MAX then return {"OUT_OF_RANGE", int(consumed)} end
 -- Only growth is capped: a correction or a lower set is always admitted.
 if delta > 0 and limit ~= nil and after > limit then return {"DENIED_LIMIT", int(consumed)} end
 local walletAfter = wallet + walletDelta
@@ -74,7 +77,9 @@ if usesWallet then redis.call("SET", walletKey, int(walletAfter), "KEEPTTL") end
 local reply = {"APPLIED", int(consumed), int(after), int(delta), usesWallet and int(walletAfter) or false}
 redis.call("HSET", recordKey,
   "fp", fingerprint, "eid", eventId, "delta", int(delta), "wdelta", int(walletDelta),
-  "ckey", usesCounter and counterKey or "", "applied", cjson.encode(reply))
+  "ckey", usesCounter and counterKey or "", "applied", cjson.encode(reply), "row", row)
+local now = redis.call("TIME")
+redis.call("ZADD", outboxKey, now[1] * 1000 + math.floor(now[2] / 1000), recordKey)
 -- A leak guard only: settle() or revert() ends a pending record long before this.
 redis.call("EXPIRE", recordKey, recordTtl)
 return reply

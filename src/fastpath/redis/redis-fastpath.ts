@@ -2,7 +2,7 @@
 // (./apply.lua) in one atomic step. All keys of one customer share the Cluster hash tag {c:<customer>},
 // so every script call touches one slot, and every key is passed to the scripts through KEYS.
 import type { ChainableCommander, Redis } from "ioredis";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Readings } from "../fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Readings, StaleEvent } from "../fastpath.js";
 import { type ApplyReply, defineMeterdCommands, type Flag } from "./scripts.js";
 
 export interface RedisFastPathOptions {
@@ -27,7 +27,9 @@ const POLL_MAX_MS = 100;
  *
  *   <prefix>{c:<customer>}:u:<feature>:<period>   usage counter (integer string)
  *   <prefix>{c:<customer>}:w                      credit wallet (integer string)
- *   <prefix>{c:<customer>}:k:<dedupe key>         idempotency record (hash: fp, eid, delta, wdelta, ckey, result)
+ *   <prefix>{c:<customer>}:k:<dedupe key>         idempotency record (hash: fp, eid, delta, wdelta, ckey,
+ *                                                 applied and row until settled, then result)
+ *   <prefix>{c:<customer>}:o                      outbox: pending record keys, scored by apply time (ms)
  */
 export class RedisKeyspace {
   constructor(readonly prefix: string = DEFAULT_PREFIX) {
@@ -45,6 +47,15 @@ export class RedisKeyspace {
 
   wallet(customerId: string): string {
     return `${this.customer(customerId)}:w`;
+  }
+
+  outbox(customerId: string): string {
+    return `${this.customer(customerId)}:o`;
+  }
+
+  /** A SCAN pattern matching every customer's outbox under this prefix. */
+  outboxPattern(): string {
+    return `${this.prefix.replace(/[*?[\]\\]/g, "\\$&")}{c:*}:o`;
   }
 
   record(customerId: string, dedupeKey: string): string {
@@ -94,7 +105,7 @@ export class RedisFastPath implements FastPath {
   }
 
   async settle(customerId: string, dedupeKey: string, result: string): Promise<void> {
-    await this.redis.meterdSettle(this.keys.record(customerId, dedupeKey), result, this.settledTtl);
+    await this.redis.meterdSettle(this.keys.record(customerId, dedupeKey), this.keys.outbox(customerId), result, this.settledTtl);
   }
 
   async revert(req: ApplyRequest, _applied: { delta: number }): Promise<void> {
@@ -103,11 +114,41 @@ export class RedisFastPath implements FastPath {
       this.keys.record(req.customerId, req.dedupeKey),
       this.counterKey(req),
       this.keys.wallet(req.customerId),
+      this.keys.outbox(req.customerId),
       req.eventId,
     );
     if (code === "COUNTER_MISMATCH") {
       throw new Error(`revert of ${req.eventId}: the request names another counter than the one it applied to`);
     }
+  }
+
+  /**
+   * Scans every customer's outbox for records applied more than `olderThanMs` ago and still pending. Any
+   * replica may sweep: committing an event twice is harmless, the ledger keeps one row.
+   */
+  async staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]> {
+    const [seconds, micros] = await this.redis.time();
+    const cutoff = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - olderThanMs;
+    const stale: StaleEvent[] = [];
+    let cursor = "0";
+    do {
+      const [next, outboxes] = await this.redis.scan(cursor, "MATCH", this.keys.outboxPattern(), "COUNT", 1000);
+      cursor = next;
+      for (const outbox of outboxes) {
+        const recordKeys = await this.redis.zrangebyscore(outbox, "-inf", cutoff, "LIMIT", 0, max - stale.length);
+        for (const recordKey of recordKeys) {
+          const [eventId, delta, walletDelta, row, result] = await this.redis.hmget(recordKey, "eid", "delta", "wdelta", "row", "result");
+          if (eventId == null || row == null || result != null || delta == null || walletDelta == null) {
+            await this.redis.zrem(outbox, recordKey); // settled or gone: not an outbox entry any more
+            continue;
+          }
+          const parsed = JSON.parse(row) as { customerId: string; dedupeKey: string };
+          stale.push({ customerId: parsed.customerId, dedupeKey: parsed.dedupeKey, eventId, delta: int(delta), walletDelta: int(walletDelta), record: row });
+        }
+        if (stale.length >= max) return stale;
+      }
+    } while (cursor !== "0");
+    return stale;
   }
 
   async waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void> {
@@ -181,6 +222,7 @@ export class RedisFastPath implements FastPath {
       this.keys.record(req.customerId, req.dedupeKey),
       this.counterKey(req),
       this.keys.wallet(req.customerId),
+      this.keys.outbox(req.customerId),
       req.eventId,
       req.fingerprint,
       op.kind,
@@ -191,6 +233,7 @@ export class RedisFastPath implements FastPath {
       flag(req.walletMayGoNegative),
       flag(req.counter !== null),
       this.settledTtl,
+      req.record,
     ];
   }
 }

@@ -2,6 +2,7 @@
 local recordKey = KEYS[1]
 local counterKey = KEYS[2]             -- the wallet key again when the event has no counter
 local walletKey = KEYS[3]
+local outboxKey = KEYS[4]
 local eventId = ARGV[1]
 
 local record = redis.call("HMGET", recordKey, "eid", "delta", "wdelta", "ckey")
@@ -19,4 +20,5 @@ if record[3] ~= "0" and redis.call("EXISTS", walletKey) == 1 then
   redis.call("DECRBY", walletKey, record[3])
 end
 redis.call("DEL", recordKey)
+redis.call("ZREM", outboxKey, recordKey)
 return {"REVERTED"}

@@ -34,6 +34,7 @@ declare module "ioredis" {
       recordKey: RedisKey,
       counterKey: RedisKey,
       walletKey: RedisKey,
+      outboxKey: RedisKey,
       eventId: string,
       fingerprint: string,
       op: "add" | "set",
@@ -44,11 +45,12 @@ declare module "ioredis" {
       walletMayGoNegative: Flag,
       usesCounter: Flag,
       recordTtlSeconds: IntString,
+      row: string,
     ): Result<ApplyReply, Context>;
     /** settle.lua */
-    meterdSettle(recordKey: RedisKey, result: string, ttlSeconds: IntString): Result<SettleReply, Context>;
+    meterdSettle(recordKey: RedisKey, outboxKey: RedisKey, result: string, ttlSeconds: IntString): Result<SettleReply, Context>;
     /** revert.lua */
-    meterdRevert(recordKey: RedisKey, counterKey: RedisKey, walletKey: RedisKey, eventId: string): Result<RevertReply, Context>;
+    meterdRevert(recordKey: RedisKey, counterKey: RedisKey, walletKey: RedisKey, outboxKey: RedisKey, eventId: string): Result<RevertReply, Context>;
     /** load.lua */
     meterdLoad(key: RedisKey, units: IntString): Result<LoadReply, Context>;
   }
@@ -56,9 +58,9 @@ declare module "ioredis" {
 
 /** Command name, number of KEYS, file. */
 const SCRIPTS = [
-  ["meterdApply", 3, "apply.lua"],
-  ["meterdSettle", 1, "settle.lua"],
-  ["meterdRevert", 3, "revert.lua"],
+  ["meterdApply", 4, "apply.lua"],
+  ["meterdSettle", 2, "settle.lua"],
+  ["meterdRevert", 4, "revert.lua"],
   ["meterdLoad", 1, "load.lua"],
 ] as const;
 
