@@ -42,6 +42,34 @@ async function connectRedis(url: string, logger: Logger): Promise<Redis> {
   return redis;
 }
 
+/** Events pending this long are taken for dead: far beyond a commit's normal latency. */
+const SWEEP_AFTER_MS = 3_000;
+const SWEEP_EVERY_MS = 1_000;
+
+function startSweeper(meter: Meter, logger: Logger): { stop(): Promise<void> } {
+  let running: Promise<void> | null = null;
+  const timer = setInterval(() => {
+    running ??= meter
+      .sweep(SWEEP_AFTER_MS)
+      .then(
+        (settled) => {
+          if (settled > 0) logger.warn({ settled }, "committed events left pending by a replica that stopped");
+        },
+        (error: unknown) => logger.error({ err: error }, "outbox sweep failed"),
+      )
+      .finally(() => {
+        running = null;
+      });
+  }, SWEEP_EVERY_MS);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
+
 export async function openApp(config: Config, logger: Logger): Promise<App> {
   if (config.redisUrl !== null && config.databaseUrl === null) {
     // Replicas sharing Redis must share the ledger that Redis counters are rebuilt from.
@@ -64,6 +92,8 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
     const window = { maxBackdateMs: config.maxBackdateMs, maxFutureMs: config.maxFutureMs };
     const meter = new Meter({ catalog, fastPath, ledger, changes, window });
     const metrics = new Metrics(meter, changes);
+    // With a shared fast path, any replica commits what a dead replica left in the outbox.
+    const sweeper = redis ? startSweeper(meter, logger) : null;
     return {
       catalog,
       meter,
@@ -73,6 +103,7 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
       changes,
       storage: redis ? "redis + postgres" : config.databaseUrl === null ? "embedded" : "postgres",
       async close() {
+        await sweeper?.stop();
         await ledger.close();
         await fastPath.close();
         await redis?.quit().catch(() => redis.disconnect());
