@@ -62,8 +62,11 @@ export type ApplyResult =
   | { code: "EXPECTED_MISMATCH"; consumed: number }
   /** The total would leave the exact range. */
   | { code: "OUT_OF_RANGE"; consumed: number }
-  /** The counter or the wallet has not been loaded from the ledger yet. */
-  | { code: "NOT_LOADED"; counter: boolean; wallet: boolean };
+  /**
+   * The counter or the wallet has not been loaded from the ledger yet. `customer`: nothing of this
+   * customer's is live (a new customer, or a fast path that lost its data): call rebuildCustomer first.
+   */
+  | { code: "NOT_LOADED"; counter: boolean; wallet: boolean; customer: boolean };
 
 export interface Readings {
   /** null where the counter is not loaded. */
@@ -83,9 +86,19 @@ export interface FastPath {
   staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]>;
   /** Resolves once the pending event with this key is settled or reverted. */
   waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void>;
-  /** Sets a counter from the ledger's sum, unless it is already loaded. */
+  /**
+   * Starts (or joins) the rebuild of a customer whose fast-path state is missing, and resolves to the time
+   * (ms) before which no counter may be loaded: events applied before the loss may still be committing,
+   * and a ledger sum taken earlier could miss them. 0 when the customer is already live again.
+   */
+  beginRebuild(customerId: string, notBeforeMs: number): Promise<number>;
+  /** Marks the customer live: its counters may now be loaded from the ledger and used. */
+  markLive(customerId: string): Promise<void>;
+  /** Whether the customer is live; a reader must not load counters of a customer that is not. */
+  isLive(customerId: string): Promise<boolean>;
+  /** Sets a counter from the ledger's sum, unless it is already loaded or the customer is not live. */
   loadCounter(counter: CounterRef, units: number): Promise<void>;
-  /** Sets a wallet from the ledger's sum, unless it is already loaded. */
+  /** Sets a wallet from the ledger's sum, unless it is already loaded or the customer is not live. */
   loadWallet(customerId: string, units: number): Promise<void>;
   read(counters: CounterRef[], walletOf: string | null): Promise<Readings>;
   close(): Promise<void>;

@@ -41,7 +41,7 @@ export class MemoryFastPath implements FastPath {
     const usesWallet = req.walletDelta !== 0;
     const wallet = usesWallet ? this.wallets.get(req.customerId) : 0;
     if (consumed === undefined || wallet === undefined) {
-      return { code: "NOT_LOADED", counter: consumed === undefined, wallet: wallet === undefined };
+      return { code: "NOT_LOADED", counter: consumed === undefined, wallet: wallet === undefined, customer: false };
     }
 
     let delta: number;
@@ -129,6 +129,17 @@ export class MemoryFastPath implements FastPath {
         resolve();
       });
     });
+  }
+
+  // The in-process fast path never loses its data while the process lives: every customer is live.
+  async beginRebuild(): Promise<number> {
+    return 0;
+  }
+
+  async markLive(): Promise<void> {}
+
+  async isLive(): Promise<boolean> {
+    return true;
   }
 
   async loadCounter(counter: CounterRef, units: number): Promise<void> {

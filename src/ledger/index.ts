@@ -11,7 +11,15 @@ export type { SqlClient, SqlExecutor, SqlResult } from "./sql.js";
 export { migrate, type MigrateResult } from "./migrate.js";
 export { createPgClient, type PgClientOptions } from "./pg-client.js";
 export { openPgliteClient } from "./pglite-client.js";
-export { DECIMAL, InvalidEventError, LedgerClosedError, SqlLedger, type SqlLedgerOptions } from "./sql-ledger.js";
+export { ensurePartitions, MONTHS_AHEAD, MONTHS_BEHIND, partitionName } from "./partitions.js";
+export {
+  DECIMAL,
+  InvalidEventError,
+  LedgerClosedError,
+  SqlLedger,
+  type SqlLedgerOptions,
+  sumUsageQuery,
+} from "./sql-ledger.js";
 
 export interface OpenLedgerOptions {
   /** Postgres connection string; when set, pg is used and dataDir is ignored. */

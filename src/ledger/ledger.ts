@@ -34,6 +34,8 @@ export interface Ledger {
    */
   append(events: LedgerEvent[]): Promise<AppendOutcome[]>;
   findById(id: string): Promise<StoredEvent | null>;
+  /** Whether the ledger holds any event of the customer. */
+  hasEvents(customerId: string): Promise<boolean>;
   findByKey(customerId: string, idempotencyKey: string): Promise<StoredEvent | null>;
   /** Exact decimal sum of amount for events with from <= occurred_at < to (null: unbounded). */
   sumUsage(customerId: string, featureKey: string, from: Date | null, to: Date | null): Promise<string>;

@@ -1,6 +1,8 @@
 // Schema migrations: ordered SQL files in ./migrations, applied in one transaction under an advisory
-// lock, so that replicas starting together apply each file exactly once.
+// lock, so that replicas starting together apply each file exactly once. The same transaction then
+// makes the ledger's monthly partitions for the months around now (see partitions.ts).
 import { readdir, readFile } from "node:fs/promises";
+import { ensurePartitions, hasPartitions } from "./partitions.js";
 import type { SqlClient, SqlExecutor } from "./sql.js";
 
 /** pg_advisory_xact_lock key: "meterd" in ASCII. Any process migrating this database takes it. */
@@ -59,6 +61,7 @@ export async function migrate(sql: SqlClient, dir: URL = MIGRATIONS_DIR): Promis
       await apply(tx, migration);
       applied.push(migration.name);
     }
+    if (await hasPartitions(tx)) await ensurePartitions(tx);
     const top = await tx.query<{ version: number | null }>("SELECT max(version) AS version FROM meterd_schema_version");
     return { applied, version: top.rows[0]?.version ?? 0 };
   });

@@ -73,24 +73,75 @@ interface EventRow {
   properties: Record<string, string>;
 }
 
-const COLUMNS = `id, customer_id, feature_key, kind, trim_scale(amount)::text AS amount,
-  trim_scale(credits)::text AS credits, idempotency_key, fingerprint, occurred_at, recorded_at, properties`;
+// Storage. meterd_events is range-partitioned by month on occurred_at (migration 002), so it can only
+// be unique on (id, occurred_at). Exactly-once lives in meterd_event_keys, unpartitioned: one row per
+// event, unique on event_id and on (customer_id, idempotency_key). A batch claims its keys and writes
+// its rows in one statement, so a key never exists without its row (openmeter#5118). Reads by id or
+// key go through meterd_event_keys, whose occurred_at leads to the one partition that holds the row.
 
-const INSERT = `INSERT INTO meterd_events
+/** The columns of a StoredEvent, from meterd_events under the alias e. */
+const COLUMNS = `e.id, e.customer_id, e.feature_key, e.kind, trim_scale(e.amount)::text AS amount,
+  trim_scale(e.credits)::text AS credits, e.idempotency_key, e.fingerprint, e.occurred_at, e.recorded_at,
+  e.properties`;
+
+/** Claims each event's id and key; inserts the rows of the events that claimed both, in order. */
+const INSERT = `WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+      $8::text[], $9::text[], $10::text[])
+      WITH ORDINALITY AS t(id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint,
+        occurred_at, properties, ord)
+  ), claimed AS (
+    INSERT INTO meterd_event_keys (event_id, customer_id, idempotency_key, occurred_at)
+    SELECT id, customer_id, idempotency_key, occurred_at::timestamptz FROM batch ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+  )
+  INSERT INTO meterd_events AS e
     (id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint, occurred_at, properties)
-  SELECT id, customer_id, feature_key, kind, amount::numeric, credits::numeric, idempotency_key, fingerprint,
-    occurred_at::timestamptz, properties::jsonb
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-    $9::text[], $10::text[])
-    WITH ORDINALITY AS t(id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint,
-      occurred_at, properties, ord)
-  ORDER BY ord
-  ON CONFLICT DO NOTHING
+  SELECT b.id, b.customer_id, b.feature_key, b.kind, b.amount::numeric, b.credits::numeric, b.idempotency_key,
+    b.fingerprint, b.occurred_at::timestamptz, b.properties::jsonb
+  FROM batch b JOIN claimed c ON c.event_id = b.id
+  ORDER BY b.ord
   RETURNING ${COLUMNS}`;
 
-const SELECT_CONFLICTS = `SELECT ${COLUMNS} FROM meterd_events
-  WHERE id = ANY($1::text[])
-     OR (customer_id, idempotency_key) IN (SELECT * FROM unnest($2::text[], $3::text[]))`;
+/** The stored rows that hold any of the ids ($1), or any of the (customer, key) pairs ($2, $3). */
+const SELECT_CONFLICTS = `WITH hits AS (
+    SELECT event_id, occurred_at FROM meterd_event_keys WHERE event_id = ANY($1::text[])
+    UNION
+    SELECT k.event_id, k.occurred_at FROM meterd_event_keys k
+      JOIN unnest($2::text[], $3::text[]) AS u(customer_id, idempotency_key)
+        ON k.customer_id = u.customer_id AND k.idempotency_key = u.idempotency_key
+  )
+  SELECT ${COLUMNS} FROM hits JOIN meterd_events e ON e.id = hits.event_id AND e.occurred_at = hits.occurred_at`;
+
+const SELECT_BY_KEYS = `SELECT ${COLUMNS} FROM meterd_event_keys k
+  JOIN meterd_events e ON e.id = k.event_id AND e.occurred_at = k.occurred_at`;
+
+/**
+ * sumUsage's statement. The time bounds are written only when given, as plain comparisons on
+ * occurred_at, so that Postgres reads only the partitions of [from, to).
+ */
+export function sumUsageQuery(
+  customerId: string,
+  featureKey: string,
+  from: Date | null,
+  to: Date | null,
+): { text: string; values: string[] } {
+  const values = [customerId, featureKey];
+  let where = "customer_id = $1 AND feature_key = $2";
+  if (from !== null) {
+    values.push(from.toISOString());
+    where += ` AND occurred_at >= $${values.length}::timestamptz`;
+  }
+  if (to !== null) {
+    values.push(to.toISOString());
+    where += ` AND occurred_at < $${values.length}::timestamptz`;
+  }
+  return {
+    text: `SELECT trim_scale(coalesce(sum(amount), 0))::text AS total FROM meterd_events WHERE ${where}`,
+    values,
+  };
+}
 
 export class SqlLedger implements Ledger {
   private readonly maxBatchEvents: number;
@@ -120,27 +171,30 @@ export class SqlLedger implements Ledger {
     });
   }
 
+  async hasEvents(customerId: string): Promise<boolean> {
+    const res = await this.sql.query<{ found: boolean }>(
+      "SELECT EXISTS (SELECT 1 FROM meterd_events WHERE customer_id = $1) AS found",
+      [customerId],
+    );
+    return res.rows[0]?.found === true;
+  }
+
   async findById(id: string): Promise<StoredEvent | null> {
-    const res = await this.sql.query<EventRow>(`SELECT ${COLUMNS} FROM meterd_events WHERE id = $1`, [id]);
+    const res = await this.sql.query<EventRow>(`${SELECT_BY_KEYS} WHERE k.event_id = $1`, [id]);
     return res.rows[0] ? toStored(res.rows[0]) : null;
   }
 
   async findByKey(customerId: string, idempotencyKey: string): Promise<StoredEvent | null> {
     const res = await this.sql.query<EventRow>(
-      `SELECT ${COLUMNS} FROM meterd_events WHERE customer_id = $1 AND idempotency_key = $2`,
+      `${SELECT_BY_KEYS} WHERE k.customer_id = $1 AND k.idempotency_key = $2`,
       [customerId, idempotencyKey],
     );
     return res.rows[0] ? toStored(res.rows[0]) : null;
   }
 
   async sumUsage(customerId: string, featureKey: string, from: Date | null, to: Date | null): Promise<string> {
-    const res = await this.sql.query<{ total: string }>(
-      `SELECT trim_scale(coalesce(sum(amount), 0))::text AS total FROM meterd_events
-        WHERE customer_id = $1 AND feature_key = $2
-          AND ($3::timestamptz IS NULL OR occurred_at >= $3::timestamptz)
-          AND ($4::timestamptz IS NULL OR occurred_at < $4::timestamptz)`,
-      [customerId, featureKey, from?.toISOString() ?? null, to?.toISOString() ?? null],
-    );
+    const { text, values } = sumUsageQuery(customerId, featureKey, from, to);
+    const res = await this.sql.query<{ total: string }>(text, values);
     return res.rows[0]?.total ?? "0";
   }
 
@@ -156,7 +210,7 @@ export class SqlLedger implements Ledger {
   async walletHistory(customerId: string, limit: number): Promise<StoredEvent[]> {
     if (!(limit > 0)) return [];
     const res = await this.sql.query<EventRow>(
-      `SELECT ${COLUMNS} FROM meterd_events WHERE customer_id = $1 AND credits <> 0
+      `SELECT ${COLUMNS} FROM meterd_events e WHERE customer_id = $1 AND credits <> 0
         ORDER BY recorded_at DESC, seq DESC LIMIT $2`,
       [customerId, Math.floor(limit)],
     );
@@ -165,7 +219,7 @@ export class SqlLedger implements Ledger {
 
   async listEvents(customerId: string): Promise<StoredEvent[]> {
     const res = await this.sql.query<EventRow>(
-      `SELECT ${COLUMNS} FROM meterd_events WHERE customer_id = $1 ORDER BY occurred_at, seq`,
+      `SELECT ${COLUMNS} FROM meterd_events e WHERE customer_id = $1 ORDER BY occurred_at, seq`,
       [customerId],
     );
     return res.rows.map(toStored);
@@ -294,8 +348,9 @@ async function writeBatch(tx: SqlExecutor, events: Prepared[]): Promise<(EventRo
       }
       const keyOf = e.idempotencyKey === null ? null : `${e.customerId}\u0000${e.idempotencyKey}`;
       const existing = existingById.get(e.id) ?? (keyOf === null ? undefined : existingByKey.get(keyOf));
-      // Cannot happen under READ COMMITTED (a skipped insert means a committed conflicting row), but
-      // answering "duplicate" without the row would be a lie: fail the batch so that callers retry.
+      // Under READ COMMITTED a skipped claim means a committed key, and its row committed with it. Only
+      // a row removed behind the ledger's back (say, its partition detached while its keys were kept)
+      // ends here, and answering "duplicate" without the row would be a lie: fail the batch.
       if (!existing) throw new Error(`event ${e.id} was neither inserted nor found`);
       storedOf.set(i, existing);
       outcomes.push(existing);

@@ -22,6 +22,8 @@ export interface MeterDeps {
   changes: UsageChanges;
   window: TimeWindow;
   clock?: () => Date;
+  /** How long a rebuild waits for commits in flight when the fast path lost its data (default 3 s). */
+  rebuildGraceMs?: number;
 }
 
 /** An event ready for the fast path: validated, priced, and with its ledger row but for the amount. */
@@ -41,6 +43,8 @@ interface OutboxRecord extends Omit<LedgerEvent, "amount" | "credits" | "occurre
 
 /** How long a retry waits for the same key's first attempt to commit. */
 const PENDING_WAIT_MS = 5_000;
+/** How long a rebuild waits for commits that were in flight when the fast path lost its data. */
+const REBUILD_GRACE_MS = 3_000;
 const MAX_ATTEMPTS = 20;
 
 export class Meter {
@@ -50,8 +54,10 @@ export class Meter {
   private readonly changes: UsageChanges;
   private readonly window: TimeWindow;
   private readonly clock: () => Date;
+  private readonly rebuildGraceMs: number;
 
   constructor(deps: MeterDeps) {
+    this.rebuildGraceMs = deps.rebuildGraceMs ?? REBUILD_GRACE_MS;
     this.catalog = deps.catalog;
     this.fastPath = deps.fastPath;
     this.ledger = deps.ledger;
@@ -197,18 +203,42 @@ export class Meter {
     return { feature, entitlement, limitUnits: limitUnitsOf(feature, entitlement), period };
   }
 
-  /** Counters (and the wallet) for these terms, loaded from the ledger where the fast path lacks them. */
+  /**
+   * Counters (and the wallet) of one customer for these terms, loaded from the ledger where the fast path
+   * lacks them. While the customer is being rebuilt, the ledger answers and nothing is loaded.
+   */
   async readTerms(customerId: string, terms: Terms[], withWallet: boolean): Promise<[number[], number | null]> {
     const refs = terms.map((t) => counterRef(customerId, t));
     for (let attempt = 0; ; attempt++) {
       const readings = await this.fastPath.read(refs, withWallet ? customerId : null).catch(failClosed);
-      const missing = refs.filter((_, i) => readings.counters[i] === null);
       const walletMissing = withWallet && readings.wallet === null;
-      if ((missing.length === 0 && !walletMissing) || attempt > 2) {
-        return [readings.counters.map((c) => c ?? 0), withWallet ? (readings.wallet ?? 0) : null];
+      if (!readings.counters.includes(null) && !walletMissing) {
+        return [readings.counters.map((c) => c ?? 0), withWallet ? readings.wallet : null];
+      }
+      if (attempt > 2 || !(await this.fastPath.isLive(customerId).catch(failClosed))) {
+        const counters = await Promise.all(refs.map((ref, i) => readings.counters[i] ?? this.ledgerUnits(ref, terms[i]!)));
+        const wallet = withWallet ? (readings.wallet ?? (await this.ledgerWallet(customerId))) : null;
+        return [counters, wallet];
       }
       await Promise.all(refs.map((ref, i) => (readings.counters[i] === null ? this.loadCounter(ref, terms[i]!) : null)));
       if (walletMissing) await this.loadWallet(customerId);
+    }
+  }
+
+  /**
+   * Makes a customer live in the fast path. A customer with history may have had events in flight when
+   * the fast path lost its data; their commits land within the grace, so the sums loaded after it hold them.
+   */
+  private async rebuild(customerId: string): Promise<void> {
+    try {
+      if (await this.ledger.hasEvents(customerId)) {
+        const notBefore = await this.fastPath.beginRebuild(customerId, Date.now() + this.rebuildGraceMs);
+        const wait = notBefore - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(wait, this.rebuildGraceMs)));
+      }
+      await this.fastPath.markLive(customerId);
+    } catch (error) {
+      throw error instanceof MeterError ? error : fastPathUnavailable(error);
     }
   }
 
@@ -334,6 +364,10 @@ export class Meter {
         case "APPLIED":
           return this.commit(p, result);
         case "NOT_LOADED":
+          if (result.customer) {
+            await this.rebuild(p.req.customerId);
+            continue;
+          }
           if (result.counter && p.req.counter && p.terms) await this.loadCounter(p.req.counter, p.terms);
           if (result.wallet) await this.loadWallet(p.req.customerId);
           continue;
@@ -483,15 +517,22 @@ export class Meter {
     return unitsToDecimal(units, p.terms?.feature.precision ?? 0);
   }
 
-  private async loadCounter(ref: CounterRef, terms: Terms): Promise<void> {
+  private async ledgerUnits(ref: CounterRef, terms: Terms): Promise<number> {
     const period = terms.period;
-    const sum = await this.ledger.sumUsage(ref.customerId, ref.featureKey, period?.start ?? null, period?.end ?? null);
-    await this.fastPath.loadCounter(ref, decimalToUnits(sum, terms.feature.precision));
+    const sum = await this.ledger.sumUsage(ref.customerId, ref.featureKey, period?.start ?? null, period?.end ?? null).catch(ledgerDown);
+    return decimalToUnits(sum, terms.feature.precision);
+  }
+
+  private async ledgerWallet(customerId: string): Promise<number> {
+    return decimalToUnits(await this.ledger.walletBalance(customerId).catch(ledgerDown), CREDIT_PRECISION);
+  }
+
+  private async loadCounter(ref: CounterRef, terms: Terms): Promise<void> {
+    await this.fastPath.loadCounter(ref, await this.ledgerUnits(ref, terms)).catch(failClosed);
   }
 
   private async loadWallet(customerId: string): Promise<void> {
-    const balance = await this.ledger.walletBalance(customerId);
-    await this.fastPath.loadWallet(customerId, decimalToUnits(balance, CREDIT_PRECISION));
+    await this.fastPath.loadWallet(customerId, await this.ledgerWallet(customerId)).catch(failClosed);
   }
 
   async walletUnits(customerId: string): Promise<number> {
@@ -525,7 +566,11 @@ function walletOnly(wallet: number | null): TrackOutcome["usage"] {
 }
 
 function failClosed(error: unknown): never {
-  throw fastPathUnavailable(error);
+  throw error instanceof MeterError ? error : fastPathUnavailable(error);
+}
+
+function ledgerDown(error: unknown): never {
+  throw error instanceof MeterError ? error : ledgerUnavailable(error);
 }
 
 function keyConflict(key: string): MeterError {

@@ -17,6 +17,7 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
       fp = await make();
       customer = `cust_${randomUUID()}`;
       counter = { customerId: customer, featureKey: "api_calls", periodKey: "1740787200000" };
+      await fp.markLive(customer);
     });
     afterEach(async () => {
       await fp?.close();
@@ -65,7 +66,7 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
 
     describe("loading", () => {
       it("answers NOT_LOADED for a counter until loadCounter, and changes nothing", async () => {
-        expect(await fp.apply(add(1))).toEqual({ code: "NOT_LOADED", counter: true, wallet: false });
+        expect(await fp.apply(add(1))).toEqual({ code: "NOT_LOADED", counter: true, wallet: false, customer: false });
         expect(await counterValue()).toBeNull();
         await fp.loadCounter(counter, 5);
         expect(await counterValue()).toBe(5);
@@ -74,8 +75,8 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
 
       it("answers NOT_LOADED for a wallet until loadWallet", async () => {
         await fp.loadCounter(counter, 0);
-        expect(await fp.apply(add(1, { walletDelta: -10 }))).toEqual({ code: "NOT_LOADED", counter: false, wallet: true });
-        expect(await fp.apply(wallet(10))).toEqual({ code: "NOT_LOADED", counter: false, wallet: true });
+        expect(await fp.apply(add(1, { walletDelta: -10 }))).toEqual({ code: "NOT_LOADED", counter: false, wallet: true, customer: false });
+        expect(await fp.apply(wallet(10))).toEqual({ code: "NOT_LOADED", counter: false, wallet: true, customer: false });
         expect(await walletValue()).toBeNull();
         await fp.loadWallet(customer, 100);
         expect(await walletValue()).toBe(100);
@@ -83,7 +84,7 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
       });
 
       it("reports both missing when neither is loaded", async () => {
-        expect(await fp.apply(add(1, { walletDelta: -1 }))).toEqual({ code: "NOT_LOADED", counter: true, wallet: true });
+        expect(await fp.apply(add(1, { walletDelta: -1 }))).toEqual({ code: "NOT_LOADED", counter: true, wallet: true, customer: false });
       });
 
       it("does not need the wallet when walletDelta is 0, nor the counter when counter is null", async () => {
@@ -124,6 +125,7 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
           { ...counter, periodKey: "p" },
         ];
         await fp.loadCounter(counter, 1);
+        await fp.markLive(other[0]!.customerId);
         for (const [i, ref] of other.entries()) await fp.loadCounter(ref, 10 + i);
         await applied(add(5));
         const readings = await fp.read([counter, ...other], null);
@@ -259,6 +261,15 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
       });
     });
 
+    describe("rebuild", () => {
+      it("a live customer needs no rebuild; loads and applies work once live", async () => {
+        expect(await fp.isLive(customer)).toBe(true);
+        expect(await fp.beginRebuild(customer, Date.now() + 60_000)).toBe(0);
+        await fp.loadCounter(counter, 4);
+        expect(await applied(add(1))).toMatchObject({ before: 4, after: 5 });
+      });
+    });
+
     describe("outbox", () => {
       beforeEach(async () => {
         await fp.loadCounter(counter, 0);
@@ -330,6 +341,7 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
       it("scopes keys by customer", async () => {
         const other = `cust_${randomUUID()}`;
         const otherCounter = { ...counter, customerId: other };
+        await fp.markLive(other);
         await fp.loadCounter(otherCounter, 0);
         await applied(add(1, { dedupeKey: "shared" }));
         expect(await applied(add(1, { dedupeKey: "shared", customerId: other, counter: otherCounter }))).toMatchObject({ after: 1 });

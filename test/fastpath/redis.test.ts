@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { ApplyRequest, ApplyResult, CounterRef } from "../../src/fastpath/fastpath.js";
 import { RedisFastPath, type RedisFastPathOptions } from "../../src/fastpath/redis/index.js";
-import { connectTestRedis, keysByPrefix, redisSkipReason, type TestRedis } from "../support/redis.js";
+import { connectTestRedis, deleteByPrefix, keysByPrefix, redisSkipReason, type TestRedis } from "../support/redis.js";
 import { fastPathContract } from "./contract.js";
 
 const MAX = Number.MAX_SAFE_INTEGER;
@@ -43,6 +43,19 @@ function keySlot(key: string): number {
   return crc % 16384;
 }
 
+/** For tests about other things: every customer it loads is made live first. */
+class LiveRedisFastPath extends RedisFastPath {
+  override async loadCounter(counter: CounterRef, units: number): Promise<void> {
+    await this.markLive(counter.customerId);
+    return super.loadCounter(counter, units);
+  }
+
+  override async loadWallet(customerId: string, units: number): Promise<void> {
+    await this.markLive(customerId);
+    return super.loadWallet(customerId, units);
+  }
+}
+
 describe.skipIf(skipReason !== null)("RedisFastPath", () => {
   fastPathContract("RedisFastPath", () => openFastPath());
 
@@ -54,7 +67,7 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
 
     beforeEach(async () => {
       t = await connectTestRedis();
-      fp = new RedisFastPath({ redis: t.redis, prefix: t.prefix });
+      fp = new LiveRedisFastPath({ redis: t.redis, prefix: t.prefix });
       customer = `cust_${randomUUID()}`;
       counter = { customerId: customer, featureKey: "api_calls", periodKey: "1740787200000" };
     });
@@ -95,18 +108,39 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
         expect((await fp.apply(add(1, { customerId: id, walletDelta: -1, dedupeKey: "order-1" }))).code).toBe("APPLIED");
       }
       const keys = await keysByPrefix(t.redis, t.prefix);
-      // Per customer: counter, wallet, idempotency record and outbox.
-      expect(keys).toHaveLength(8);
+      // Per customer: counter, wallet, idempotency record, outbox and marker.
+      expect(keys).toHaveLength(10);
       const byTag = new Map<string, string[]>();
       for (const key of keys) byTag.set(hashTag(key), [...(byTag.get(hashTag(key)) ?? []), key]);
       expect([...byTag.keys()].sort()).toEqual([`c:${customer}`, `c:${other}`].sort());
       for (const [tag, ofOne] of byTag) {
         expect(ofOne.map((key) => key.slice(t.prefix.length).replace(`{${tag}}`, "")).sort()).toEqual(
-          [":k:order-1", ":o", ":u:api_calls:1740787200000", ":w"],
+          [":k:order-1", ":m", ":o", ":u:api_calls:1740787200000", ":w"],
         );
         expect(new Set(ofOne.map(keySlot))).toEqual(new Set([keySlot(`{${tag}}`)]));
       }
       expect(fp.keys.tag(customer)).toBe(`c:${customer}`);
+    });
+
+    it("after Redis loses a customer's keys, nothing loads or applies until the rebuild marks the customer live", async () => {
+      const plain = new RedisFastPath({ redis: t.redis, prefix: t.prefix });
+      await plain.markLive(customer);
+      await plain.loadCounter(counter, 5);
+      expect((await plain.apply(add(1))).code).toBe("APPLIED");
+      // Redis comes back empty for this deployment.
+      await deleteByPrefix(t.redis, t.prefix);
+      expect(await plain.apply(add(1))).toEqual({ code: "NOT_LOADED", counter: true, wallet: true, customer: true });
+      expect(await plain.isLive(customer)).toBe(false);
+      await plain.loadCounter(counter, 6);
+      expect((await plain.read([counter], null)).counters).toEqual([null]);
+      // The first to notice sets the time before which nothing may load; others join it.
+      const notBefore = Date.now() + 3000;
+      expect(await plain.beginRebuild(customer, notBefore)).toBe(notBefore);
+      expect(await plain.beginRebuild(customer, notBefore + 1000)).toBe(notBefore);
+      await plain.markLive(customer);
+      expect(await plain.beginRebuild(customer, notBefore)).toBe(0);
+      await plain.loadCounter(counter, 6);
+      expect(await plain.apply(add(1))).toMatchObject({ code: "APPLIED", before: 6, after: 7 });
     });
 
     it("a customer id holding '}' and ':' cannot pose as another customer's keys", async () => {
@@ -143,7 +177,7 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
 
     it("applyMany sends a batch in one round trip, and answers what apply answers one by one", async () => {
       const second = await connectTestRedis();
-      const batched = new RedisFastPath({ redis: second.redis, prefix: second.prefix });
+      const batched = new LiveRedisFastPath({ redis: second.redis, prefix: second.prefix });
       try {
         const [a, b, unloaded] = [customer, `cust_${randomUUID()}`, `cust_${randomUUID()}`];
         const on = (customerId: string) => ({ ...counter, customerId });
@@ -199,7 +233,7 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
 
     it("admits exactly the limit out of 1,000 concurrent applies from two connections", async () => {
       const second = await connectTestRedis(t.prefix);
-      const other = new RedisFastPath({ redis: second.redis, prefix: t.prefix });
+      const other = new LiveRedisFastPath({ redis: second.redis, prefix: t.prefix });
       try {
         await fp.loadCounter(counter, 0);
         const results = await Promise.all(
@@ -241,7 +275,7 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
     });
 
     it("gives a settled record the configured TTL, and a pending one a leak guard", async () => {
-      const short = new RedisFastPath({ redis: t.redis, prefix: t.prefix, settledTtlSeconds: 60 });
+      const short = new LiveRedisFastPath({ redis: t.redis, prefix: t.prefix, settledTtlSeconds: 60 });
       await short.loadCounter(counter, 0);
       await short.apply(add(1, { dedupeKey: "ttl" }));
       const key = short.keys.record(customer, "ttl");
@@ -256,7 +290,7 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
     it("waitSettled sees a settle made through another connection", async () => {
       const second = await connectTestRedis(t.prefix);
       try {
-        const other = new RedisFastPath({ redis: second.redis, prefix: t.prefix });
+        const other = new LiveRedisFastPath({ redis: second.redis, prefix: t.prefix });
         await fp.loadCounter(counter, 0);
         await fp.apply(add(1, { dedupeKey: "w" }));
         const started = Date.now();

@@ -3,6 +3,7 @@ local recordKey = KEYS[1]              -- the idempotency record of (customer, d
 local counterKey = KEYS[2]             -- the usage counter; the wallet key again when the event has no counter
 local walletKey = KEYS[3]              -- the customer's credit wallet
 local outboxKey = KEYS[4]              -- the customer's outbox: pending record keys by apply time (ms)
+local markerKey = KEYS[5]              -- "live" once the customer's counters may be loaded and used
 local eventId = ARGV[1]
 local fingerprint = ARGV[2]
 local op = ARGV[3]                     -- "add" (amount = units) or "set" (amount = target)
@@ -37,6 +38,10 @@ if record[1] then
   return {"PENDING"}
 end
 
+-- A customer without the marker is new, or Redis lost its data: nothing of theirs may be trusted or loaded
+-- until the rebuild has waited out the commits that were in flight.
+if redis.call("GET", markerKey) ~= "live" then return {"NOT_LOADED", 1, 1, 1} end
+
 local usesWallet = walletDelta ~= 0
 local consumed, wallet = 0, 0
 local counterMissing, walletMissing = 0, 0
@@ -49,7 +54,7 @@ if usesWallet then
   if value then wallet = tonumber(value) else walletMissing = 1 end
 end
 if counterMissing == 1 or walletMissing == 1 then
-  return {"NOT_LOADED", counterMissing, walletMissing}
+  return {"NOT_LOADED", counterMissing, walletMissing, 0}
 end
 
 local delta

@@ -30,6 +30,7 @@ const POLL_MAX_MS = 100;
  *   <prefix>{c:<customer>}:k:<dedupe key>         idempotency record (hash: fp, eid, delta, wdelta, ckey,
  *                                                 applied and row until settled, then result)
  *   <prefix>{c:<customer>}:o                      outbox: pending record keys, scored by apply time (ms)
+ *   <prefix>{c:<customer>}:m                      marker: "live", or "rebuild:<ms>" while counters may not load
  */
 export class RedisKeyspace {
   constructor(readonly prefix: string = DEFAULT_PREFIX) {
@@ -47,6 +48,10 @@ export class RedisKeyspace {
 
   wallet(customerId: string): string {
     return `${this.customer(customerId)}:w`;
+  }
+
+  marker(customerId: string): string {
+    return `${this.customer(customerId)}:m`;
   }
 
   outbox(customerId: string): string {
@@ -165,12 +170,24 @@ export class RedisFastPath implements FastPath {
     }
   }
 
+  async beginRebuild(customerId: string, notBeforeMs: number): Promise<number> {
+    return Number(await this.redis.meterdRebuild(this.keys.marker(customerId), safeIntArg("notBeforeMs", Math.ceil(notBeforeMs))));
+  }
+
+  async markLive(customerId: string): Promise<void> {
+    await this.redis.set(this.keys.marker(customerId), "live");
+  }
+
+  async isLive(customerId: string): Promise<boolean> {
+    return (await this.redis.get(this.keys.marker(customerId))) === "live";
+  }
+
   async loadCounter(counter: CounterRef, units: number): Promise<void> {
-    await this.redis.meterdLoad(this.keys.counter(counter), safeIntArg("units", units));
+    await this.redis.meterdLoad(this.keys.counter(counter), this.keys.marker(counter.customerId), safeIntArg("units", units));
   }
 
   async loadWallet(customerId: string, units: number): Promise<void> {
-    await this.redis.meterdLoad(this.keys.wallet(customerId), safeIntArg("units", units));
+    await this.redis.meterdLoad(this.keys.wallet(customerId), this.keys.marker(customerId), safeIntArg("units", units));
   }
 
   async read(counters: CounterRef[], walletOf: string | null): Promise<Readings> {
@@ -223,6 +240,7 @@ export class RedisFastPath implements FastPath {
       this.counterKey(req),
       this.keys.wallet(req.customerId),
       this.keys.outbox(req.customerId),
+      this.keys.marker(req.customerId),
       req.eventId,
       req.fingerprint,
       op.kind,
@@ -258,7 +276,7 @@ function decodeApply(reply: ApplyReply): ApplyResult {
     case "KEY_CONFLICT":
       return { code: reply[0] };
     case "NOT_LOADED":
-      return { code: "NOT_LOADED", counter: reply[1] === 1, wallet: reply[2] === 1 };
+      return { code: "NOT_LOADED", counter: reply[1] === 1, wallet: reply[2] === 1, customer: reply[3] === 1 };
     default:
       throw new Error(`unexpected reply from meterdApply: ${JSON.stringify(reply)}`);
   }

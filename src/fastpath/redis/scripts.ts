@@ -19,13 +19,13 @@ export type ApplyReply =
   | [code: "KEY_CONFLICT"]
   | [code: "EXPECTED_MISMATCH", consumed: IntString]
   | [code: "OUT_OF_RANGE", consumed: IntString]
-  | [code: "NOT_LOADED", counterMissing: 0 | 1, walletMissing: 0 | 1];
+  | [code: "NOT_LOADED", counterMissing: 0 | 1, walletMissing: 0 | 1, customerNotLive: 0 | 1];
 
 export type SettleReply = [code: "SETTLED"] | [code: "NOT_FOUND"];
 
 export type RevertReply = [code: "REVERTED"] | [code: "NOT_FOUND"] | [code: "OTHER_EVENT"] | [code: "COUNTER_MISMATCH"];
 
-export type LoadReply = [code: "LOADED"] | [code: "ALREADY_LOADED"];
+export type LoadReply = [code: "LOADED"] | [code: "ALREADY_LOADED"] | [code: "NOT_LIVE"];
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
@@ -35,6 +35,7 @@ declare module "ioredis" {
       counterKey: RedisKey,
       walletKey: RedisKey,
       outboxKey: RedisKey,
+      markerKey: RedisKey,
       eventId: string,
       fingerprint: string,
       op: "add" | "set",
@@ -52,16 +53,19 @@ declare module "ioredis" {
     /** revert.lua */
     meterdRevert(recordKey: RedisKey, counterKey: RedisKey, walletKey: RedisKey, outboxKey: RedisKey, eventId: string): Result<RevertReply, Context>;
     /** load.lua */
-    meterdLoad(key: RedisKey, units: IntString): Result<LoadReply, Context>;
+    meterdLoad(key: RedisKey, markerKey: RedisKey, units: IntString): Result<LoadReply, Context>;
+    /** rebuild.lua: "0" when live, else the time (ms) before which nothing may load. */
+    meterdRebuild(markerKey: RedisKey, notBeforeMs: IntString): Result<IntString, Context>;
   }
 }
 
 /** Command name, number of KEYS, file. */
 const SCRIPTS = [
-  ["meterdApply", 4, "apply.lua"],
+  ["meterdApply", 5, "apply.lua"],
   ["meterdSettle", 2, "settle.lua"],
   ["meterdRevert", 4, "revert.lua"],
-  ["meterdLoad", 1, "load.lua"],
+  ["meterdLoad", 2, "load.lua"],
+  ["meterdRebuild", 1, "rebuild.lua"],
 ] as const;
 
 /** The scripts with their text, read once per process. */
