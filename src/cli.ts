@@ -5,6 +5,11 @@ import { type Config, ConfigError, loadConfig } from "./config.js";
 import { openLedger } from "./ledger/index.js";
 import { createLogger } from "./log.js";
 import { startServer } from "./server.js";
+import { openApp } from "./app.js";
+import { type Difference, Reconciler } from "./metering/reconcile.js";
+import cliProgress from "cli-progress";
+
+const { SingleBar, Presets } = cliProgress;
 import path from "node:path";
 
 const USAGE = `Usage: meterd <command> [options]
@@ -12,10 +17,14 @@ const USAGE = `Usage: meterd <command> [options]
 Commands:
   serve      Serve the gRPC and Connect listeners (the default command)
   migrate    Apply pending ledger migrations, then exit
+  reconcile  Compare the Redis counters and wallets with the ledger, and repair the differences
+             (needs REDIS_URL and DATABASE_URL)
 
 Options:
-  --catalog FILE   Catalogue file to apply at start-up (overrides METERD_CATALOG)
-  -h, --help       Show this help
+  --catalog FILE      Catalogue file to apply at start-up (overrides METERD_CATALOG)
+  --customer ID       reconcile: only this customer (repeatable)
+  --dry-run           reconcile: report the differences, change nothing
+  -h, --help          Show this help
 
 Storage: with neither REDIS_URL nor DATABASE_URL set, meterd runs embedded, keeping its data
 under METERD_DATA_DIR (default ./.meterd).`;
@@ -62,13 +71,58 @@ async function migrateOnly(config: Config): Promise<void> {
   process.stdout.write("ledger schema is up to date\n");
 }
 
+async function reconcile(config: Config, only: string[], dryRun: boolean): Promise<number> {
+  if (config.redisUrl === null || config.databaseUrl === null) {
+    process.stderr.write("reconcile needs REDIS_URL and DATABASE_URL: the embedded fast path is rebuilt from the ledger at every start\n");
+    return 2;
+  }
+  const logger = createLogger(config.logLevel === "info" ? "warn" : config.logLevel);
+  const app = await openApp(config, logger);
+  try {
+    const reconciler = new Reconciler(app.catalog, app.fastPath, app.ledger);
+    const total = only.length > 0 ? only.length : await app.ledger.countCustomers();
+    const bar = new SingleBar(
+      { format: "reconcile [{bar}] {value}/{total} customers | {differences} differences | {eta_formatted} left", stream: process.stderr },
+      Presets.shades_classic,
+    );
+    bar.start(total, 0, { differences: 0 });
+    const found: Difference[] = [];
+    const pages = only.length > 0 ? [only] : reconciler.customers();
+    for await (const page of pages) {
+      for (const customerId of page) {
+        found.push(...(await reconciler.check(customerId, !dryRun)));
+        bar.increment(1, { differences: found.length });
+      }
+    }
+    bar.stop();
+    for (const d of found) {
+      const what = d.featureKey === null ? "credit wallet" : `${d.featureKey} (period ${d.periodKey === "p" ? "persistent" : new Date(Number(d.periodKey)).toISOString()})`;
+      process.stdout.write(`${d.customerId}\t${what}\tfast path ${d.fastPath}\tledger ${d.expected}\t${dryRun ? "not changed (dry run)" : "reset: rebuilt from the ledger on next use"}\n`);
+    }
+    const customers = new Set(found.map((d) => d.customerId)).size;
+    process.stdout.write(
+      found.length === 0
+        ? `checked ${total} customers: the fast path matches the ledger\n`
+        : `checked ${total} customers: ${found.length} differences in ${customers} customers${dryRun ? "" : ", repaired"}\n`,
+    );
+    return 0;
+  } finally {
+    await app.close();
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { catalog: { type: "string" }, help: { type: "boolean", short: "h" } },
+      options: {
+        catalog: { type: "string" },
+        customer: { type: "string", multiple: true },
+        "dry-run": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
     });
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n\n${USAGE}\n`);
@@ -88,6 +142,8 @@ async function main(argv: string[]): Promise<number> {
     case "migrate":
       await migrateOnly(config);
       return 0;
+    case "reconcile":
+      return reconcile(config, parsed.values.customer ?? [], parsed.values["dry-run"] === true);
     default:
       process.stderr.write(`unknown command "${command}"\n\n${USAGE}\n`);
       return 2;

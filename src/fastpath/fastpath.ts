@@ -84,6 +84,12 @@ export interface FastPath {
   revert(req: ApplyRequest, applied: { delta: number }): Promise<void>;
   /** Applied events pending for longer than `olderThanMs`: their process may have died before its commit. */
   staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]>;
+  /** Every event of the customer applied and not yet settled or reverted, whatever its age. */
+  pendingEvents(customerId: string): Promise<StaleEvent[]>;
+  /** Every loaded counter of the customer, with its value. */
+  listCounters(customerId: string): Promise<Array<{ counter: CounterRef; units: number }>>;
+  /** Forgets the customer's counters, wallet and live mark, so that they are rebuilt from the ledger. */
+  resetCustomer(customerId: string): Promise<void>;
   /** Resolves once the pending event with this key is settled or reverted. */
   waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void>;
   /**

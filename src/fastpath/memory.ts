@@ -119,6 +119,24 @@ export class MemoryFastPath implements FastPath {
     return stale;
   }
 
+  async pendingEvents(customerId: string): Promise<StaleEvent[]> {
+    return (await this.staleEvents(-Infinity, Infinity)).filter((e) => e.customerId === customerId);
+  }
+
+  async listCounters(customerId: string): Promise<Array<{ counter: CounterRef; units: number }>> {
+    const out: Array<{ counter: CounterRef; units: number }> = [];
+    for (const [id, units] of this.counters) {
+      const [owner = "", featureKey = "", periodKey = ""] = id.split("\u0000");
+      if (owner === customerId) out.push({ counter: { customerId, featureKey, periodKey }, units });
+    }
+    return out;
+  }
+
+  async resetCustomer(customerId: string): Promise<void> {
+    for (const { counter } of await this.listCounters(customerId)) this.counters.delete(counterId(counter));
+    this.wallets.delete(customerId);
+  }
+
   waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void> {
     const record = this.keys.get(keyId(customerId, dedupeKey));
     if (!record || record.result !== null) return Promise.resolve();

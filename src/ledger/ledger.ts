@@ -34,6 +34,10 @@ export interface Ledger {
    */
   append(events: LedgerEvent[]): Promise<AppendOutcome[]>;
   findById(id: string): Promise<StoredEvent | null>;
+  /** How many customers have events. */
+  countCustomers(): Promise<number>;
+  /** Customer ids with events, in order, after `after` (keyset pagination). */
+  customerIds(after: string, limit: number): Promise<string[]>;
   /** Whether the ledger holds any event of the customer. */
   hasEvents(customerId: string): Promise<boolean>;
   findByKey(customerId: string, idempotencyKey: string): Promise<StoredEvent | null>;

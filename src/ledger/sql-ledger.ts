@@ -114,9 +114,6 @@ const SELECT_CONFLICTS = `WITH hits AS (
   )
   SELECT ${COLUMNS} FROM hits JOIN meterd_events e ON e.id = hits.event_id AND e.occurred_at = hits.occurred_at`;
 
-const SELECT_BY_KEYS = `SELECT ${COLUMNS} FROM meterd_event_keys k
-  JOIN meterd_events e ON e.id = k.event_id AND e.occurred_at = k.occurred_at`;
-
 /**
  * sumUsage's statement. The time bounds are written only when given, as plain comparisons on
  * occurred_at, so that Postgres reads only the partitions of [from, to).
@@ -171,6 +168,19 @@ export class SqlLedger implements Ledger {
     });
   }
 
+  async countCustomers(): Promise<number> {
+    const res = await this.sql.query<{ n: string }>("SELECT count(DISTINCT customer_id)::text AS n FROM meterd_events");
+    return Number(res.rows[0]?.n ?? "0");
+  }
+
+  async customerIds(after: string, limit: number): Promise<string[]> {
+    const res = await this.sql.query<{ customer_id: string }>(
+      "SELECT DISTINCT customer_id FROM meterd_events WHERE customer_id > $1 ORDER BY customer_id LIMIT $2",
+      [after, limit],
+    );
+    return res.rows.map((r) => r.customer_id);
+  }
+
   async hasEvents(customerId: string): Promise<boolean> {
     const res = await this.sql.query<{ found: boolean }>(
       "SELECT EXISTS (SELECT 1 FROM meterd_events WHERE customer_id = $1) AS found",
@@ -180,13 +190,21 @@ export class SqlLedger implements Ledger {
   }
 
   async findById(id: string): Promise<StoredEvent | null> {
-    const res = await this.sql.query<EventRow>(`${SELECT_BY_KEYS} WHERE k.event_id = $1`, [id]);
+    // The time as a sub-select (not a join, where e.id = $1 would probe every partition): Postgres
+    // then reads only the partition of that time.
+    const res = await this.sql.query<EventRow>(
+      `SELECT ${COLUMNS} FROM meterd_events e
+        WHERE e.id = $1 AND e.occurred_at = (SELECT occurred_at FROM meterd_event_keys WHERE event_id = $1)`,
+      [id],
+    );
     return res.rows[0] ? toStored(res.rows[0]) : null;
   }
 
   async findByKey(customerId: string, idempotencyKey: string): Promise<StoredEvent | null> {
     const res = await this.sql.query<EventRow>(
-      `${SELECT_BY_KEYS} WHERE k.customer_id = $1 AND k.idempotency_key = $2`,
+      `SELECT ${COLUMNS} FROM meterd_event_keys k
+        JOIN meterd_events e ON e.id = k.event_id AND e.occurred_at = k.occurred_at
+        WHERE k.customer_id = $1 AND k.idempotency_key = $2`,
       [customerId, idempotencyKey],
     );
     return res.rows[0] ? toStored(res.rows[0]) : null;

@@ -14,6 +14,7 @@ import type { Entitlement } from "../../src/catalog/types.js";
 import type { FastPath } from "../../src/fastpath/fastpath.js";
 import { MemoryFastPath } from "../../src/fastpath/memory.js";
 import { RedisFastPath } from "../../src/fastpath/redis/index.js";
+import type { Redis } from "ioredis";
 import { connectTestRedis, deleteByPrefix, testPrefix } from "./redis.js";
 import { openLedger } from "../../src/ledger/index.js";
 import type { Ledger } from "../../src/ledger/ledger.js";
@@ -52,6 +53,8 @@ export interface MeterInstance {
 }
 
 export interface MeterHarness extends MeterInstance {
+  /** The Redis client of the "redis" backend (null otherwise), for tests that tamper with keys. */
+  fastPathRedis: Redis | null;
   backend: LedgerBackend;
   /** The real ledger (the instance's `ledger` may be a wrapper of it). */
   sqlLedger: Ledger;
@@ -118,6 +121,7 @@ export async function openMeterHarness(
     return {
       ...main,
       backend,
+      fastPathRedis: redis?.redis ?? null,
       sqlLedger: ledger,
       sql,
       catalog,

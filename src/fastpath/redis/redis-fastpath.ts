@@ -43,7 +43,12 @@ export class RedisKeyspace {
   }
 
   counter(ref: CounterRef): string {
-    return `${this.customer(ref.customerId)}:u:${encodeURIComponent(ref.featureKey)}:${encodeURIComponent(ref.periodKey)}`;
+    return `${this.counterPrefix(ref.customerId)}${encodeURIComponent(ref.featureKey)}:${encodeURIComponent(ref.periodKey)}`;
+  }
+
+  /** What every counter key of the customer starts with. */
+  counterPrefix(customerId: string): string {
+    return `${this.customer(customerId)}:u:`;
   }
 
   wallet(customerId: string): string {
@@ -60,7 +65,7 @@ export class RedisKeyspace {
 
   /** A SCAN pattern matching every customer's outbox under this prefix. */
   outboxPattern(): string {
-    return `${this.prefix.replace(/[*?[\]\\]/g, "\\$&")}{c:*}:o`;
+    return `${escapeGlob(this.prefix)}{c:*}:o`;
   }
 
   record(customerId: string, dedupeKey: string): string {
@@ -154,6 +159,43 @@ export class RedisFastPath implements FastPath {
       }
     } while (cursor !== "0");
     return stale;
+  }
+
+  async pendingEvents(customerId: string): Promise<StaleEvent[]> {
+    const recordKeys = await this.redis.zrange(this.keys.outbox(customerId), "0", "-1");
+    const out: StaleEvent[] = [];
+    for (const recordKey of recordKeys) {
+      const [eventId, delta, walletDelta, row, result] = await this.redis.hmget(recordKey, "eid", "delta", "wdelta", "row", "result");
+      if (eventId == null || row == null || result != null || delta == null || walletDelta == null) continue;
+      const parsed = JSON.parse(row) as { dedupeKey: string };
+      out.push({ customerId, dedupeKey: parsed.dedupeKey, eventId, delta: int(delta), walletDelta: int(walletDelta), record: row });
+    }
+    return out;
+  }
+
+  async listCounters(customerId: string): Promise<Array<{ counter: CounterRef; units: number }>> {
+    const prefix = this.keys.counterPrefix(customerId);
+    const keys: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, found] = await this.redis.scan(cursor, "MATCH", `${escapeGlob(prefix)}*`, "COUNT", 1000);
+      cursor = next;
+      keys.push(...found);
+    } while (cursor !== "0");
+    if (keys.length === 0) return [];
+    const values = await this.redis.mget(...keys);
+    return keys.flatMap((key, i) => {
+      const value = values[i];
+      if (value == null) return [];
+      const [featureKey = "", periodKey = ""] = key.slice(prefix.length).split(":").map(decodeURIComponent);
+      return [{ counter: { customerId, featureKey, periodKey }, units: int(value) }];
+    });
+  }
+
+  async resetCustomer(customerId: string): Promise<void> {
+    const counters = await this.listCounters(customerId);
+    const keys = [this.keys.marker(customerId), this.keys.wallet(customerId), ...counters.map((c) => this.keys.counter(c.counter))];
+    await this.redis.del(...keys);
   }
 
   async waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void> {
@@ -328,3 +370,8 @@ function int(text: string): number {
 const flag = (value: boolean): Flag => (value ? "1" : "0");
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Escapes the glob characters of SCAN's MATCH. */
+function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, "\\$&");
+}
