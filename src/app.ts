@@ -4,6 +4,7 @@ import path from "node:path";
 import type { Logger } from "pino";
 import { Catalog } from "./catalog/catalog.js";
 import { applyCatalogFile } from "./catalog/file.js";
+import { RedisCatalogSync } from "./catalog/redis-sync.js";
 import { SqlCatalogStore } from "./catalog/sql-store.js";
 import { type Config, ConfigError } from "./config.js";
 import type { FastPath } from "./fastpath/fastpath.js";
@@ -92,8 +93,10 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
     const window = { maxBackdateMs: config.maxBackdateMs, maxFutureMs: config.maxFutureMs };
     const meter = new Meter({ catalog, fastPath, ledger, changes, window });
     const metrics = new Metrics(meter, changes);
-    // With a shared fast path, any replica commits what a dead replica left in the outbox.
+    // With a shared fast path, any replica commits what a dead replica left in the outbox, and
+    // catalogue changes reach every replica.
     const sweeper = redis ? startSweeper(meter, logger) : null;
+    const sync = redis ? await RedisCatalogSync.start(catalog, redis, config.redisPrefix, changes, logger) : null;
     return {
       catalog,
       meter,
@@ -104,6 +107,7 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
       storage: redis ? "redis + postgres" : config.databaseUrl === null ? "embedded" : "postgres",
       async close() {
         await sweeper?.stop();
+        await sync?.stop();
         await ledger.close();
         await fastPath.close();
         await redis?.quit().catch(() => redis.disconnect());

@@ -1,11 +1,21 @@
 // The catalogue as the metering rules read it: an in-memory copy of the store, so that a Track never
 // waits on the database for its limit. Writes go to the store first, then to the copy.
 import { EventEmitter } from "node:events";
-import { type CatalogStore, type Customer, DEFAULT_PLAN, type Entitlement, type Feature, type Plan } from "./types.js";
+import {
+  type CatalogKind,
+  type CatalogStore,
+  type Customer,
+  DEFAULT_PLAN,
+  type Entitlement,
+  type Feature,
+  type Plan,
+} from "./types.js";
 
 export interface CatalogChange {
-  kind: "feature" | "plan" | "customer";
+  kind: CatalogKind;
   key: string;
+  /** True when the change was made by another replica and only copied here. */
+  remote?: boolean;
 }
 
 export class Catalog {
@@ -66,6 +76,24 @@ export class Catalog {
       if (feature && entitlement) out.push({ feature, entitlement });
     }
     return out;
+  }
+
+  /** Copies one entry that another replica wrote from the store into this catalogue. */
+  async reload(kind: CatalogKind, key: string): Promise<void> {
+    const doc = await this.store.loadOne(kind, key);
+    if (doc === null) return;
+    if (kind === "feature") this.features.set(key, doc as Feature);
+    else if (kind === "plan") this.plans.set(key, doc as Plan);
+    else this.customers.set(key, doc as Customer);
+    this.events.emit("change", { kind, key, remote: true } satisfies CatalogChange);
+  }
+
+  /** Reloads everything from the store: the safety net for a missed change notice. */
+  async refresh(): Promise<void> {
+    const snapshot = await this.store.load();
+    for (const f of snapshot.features) this.features.set(f.key, f);
+    for (const p of snapshot.plans) this.plans.set(p.key, p);
+    for (const c of snapshot.customers) this.customers.set(c.id, c);
   }
 
   async putFeature(feature: Feature): Promise<void> {

@@ -1,6 +1,6 @@
 // In-memory CatalogStore for tests and for runs that need no durability. Stores copies, so that a
 // caller mutating its objects afterwards changes nothing here, as with the SQL store.
-import type { CatalogSnapshot, CatalogStore, Customer, Feature, Plan } from "./types.js";
+import type { CatalogKind, CatalogSnapshot, CatalogStore, Customer, Feature, Plan } from "./types.js";
 
 export class MemoryCatalogStore implements CatalogStore {
   private readonly features = new Map<string, Feature>();
@@ -19,6 +19,12 @@ export class MemoryCatalogStore implements CatalogStore {
       plans: sortedCopies(this.plans),
       customers: sortedCopies(this.customers),
     };
+  }
+
+  async loadOne(kind: CatalogKind, key: string): Promise<Feature | Plan | Customer | null> {
+    const map = kind === "feature" ? this.features : kind === "plan" ? this.plans : this.customers;
+    const value = map.get(key);
+    return value === undefined ? null : structuredClone(value);
   }
 
   async putFeature(feature: Feature): Promise<void> {

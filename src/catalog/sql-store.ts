@@ -1,9 +1,9 @@
 // CatalogStore over the ledger's SqlClient: each feature, plan and customer is one JSON document in
 // meterd_catalog, keyed by (kind, key). Dates are stored as ISO strings and revived on load.
 import type { SqlExecutor } from "../ledger/sql.js";
-import type { CatalogSnapshot, CatalogStore, Customer, Feature, Plan } from "./types.js";
+import type { CatalogKind, CatalogSnapshot, CatalogStore, Customer, Feature, Plan } from "./types.js";
 
-type Kind = "feature" | "plan" | "customer";
+type Kind = CatalogKind;
 
 const UPSERT = `INSERT INTO meterd_catalog (kind, key, doc) VALUES ($1, $2, $3::jsonb)
   ON CONFLICT (kind, key) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()`;
@@ -23,6 +23,13 @@ export class SqlCatalogStore implements CatalogStore {
       plans: rows.filter((r) => r.kind === "plan").map((r) => r.doc as Plan),
       customers: rows.filter((r) => r.kind === "customer").map((r) => reviveCustomer(r.doc as StoredCustomer)),
     };
+  }
+
+  async loadOne(kind: Kind, key: string): Promise<Feature | Plan | Customer | null> {
+    const res = await this.sql.query<{ doc: unknown }>("SELECT doc FROM meterd_catalog WHERE kind = $1 AND key = $2", [kind, key]);
+    const doc = res.rows[0]?.doc;
+    if (doc === undefined) return null;
+    return kind === "customer" ? reviveCustomer(doc as StoredCustomer) : (doc as Feature | Plan);
   }
 
   putFeature(feature: Feature): Promise<void> {

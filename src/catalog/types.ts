@@ -52,8 +52,12 @@ export interface CatalogSnapshot {
 }
 
 /** Durable storage of the catalogue. The in-memory Catalog caches it and answers every lookup. */
+export type CatalogKind = "feature" | "plan" | "customer";
+
 export interface CatalogStore {
   load(): Promise<CatalogSnapshot>;
+  /** One entry as stored now, or null (another replica may have written it). */
+  loadOne(kind: CatalogKind, key: string): Promise<Feature | Plan | Customer | null>;
   putFeature(feature: Feature): Promise<void>;
   putPlan(plan: Plan): Promise<void>;
   putCustomer(customer: Customer): Promise<void>;

@@ -74,6 +74,19 @@ export function catalogStoreContract(name: string, open: () => Promise<StoreFixt
       expect(loaded.customers[0]!.billingAnchor!.toISOString()).toBe("2025-01-15T09:30:00.123Z");
     });
 
+    it("given stored entries, then loadOne returns each as stored, and null for an unknown key", async () => {
+      await fx.store.putFeature(feature("api_calls"));
+      await fx.store.putPlan(plan);
+      await fx.store.putCustomer(customer);
+      expect(await fx.store.loadOne("feature", "api_calls")).toEqual(feature("api_calls"));
+      expect(await fx.store.loadOne("plan", plan.key)).toEqual(plan);
+      const one = await fx.store.loadOne("customer", customer.id);
+      expect(one).toEqual(customer);
+      expect((one as typeof customer).billingAnchor).toBeInstanceOf(Date);
+      expect(await fx.store.loadOne("feature", "nope")).toBeNull();
+      expect(await fx.store.loadOne("plan", "api_calls")).toBeNull();
+    });
+
     it("given a key stored twice, then the last put wins", async () => {
       await fx.store.putFeature(feature("api_calls", { title: "old" }));
       await fx.store.putFeature(feature("api_calls", { title: "new" }));
