@@ -15,6 +15,7 @@ import { type Ledger, openLedger } from "./ledger/index.js";
 import { UsageChanges } from "./metering/changes.js";
 import { Meter } from "./metering/meter.js";
 import { Metrics } from "./metering/metrics.js";
+import { RedisUsageRelay } from "./metering/redis-relay.js";
 
 export interface App {
   catalog: Catalog;
@@ -97,6 +98,7 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
     // catalogue changes reach every replica.
     const sweeper = redis ? startSweeper(meter, logger) : null;
     const sync = redis ? await RedisCatalogSync.start(catalog, redis, config.redisPrefix, changes, logger) : null;
+    const relay = redis ? await RedisUsageRelay.start(changes, redis, config.redisPrefix, logger) : null;
     return {
       catalog,
       meter,
@@ -108,6 +110,7 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
       async close() {
         await sweeper?.stop();
         await sync?.stop();
+        await relay?.stop();
         await ledger.close();
         await fastPath.close();
         await redis?.quit().catch(() => redis.disconnect());

@@ -70,7 +70,7 @@ export class RedisCatalogSync {
     if (notice.from === this.replica) return;
     try {
       await this.catalog.reload(notice.kind, notice.key);
-      if (notice.kind === "customer") this.changes.notify(notice.key, null);
+      if (notice.kind === "customer") this.changes.deliver(notice.key, null);
       else this.changes.notifyAll();
     } catch (error) {
       this.logger.warn({ err: error, kind: notice.kind, key: notice.key }, "could not reload a catalogue change");
