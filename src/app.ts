@@ -11,7 +11,7 @@ import type { FastPath } from "./fastpath/fastpath.js";
 import { MemoryFastPath } from "./fastpath/memory.js";
 import { RedisFastPath } from "./fastpath/redis/index.js";
 import { Redis } from "ioredis";
-import { type Ledger, openLedger } from "./ledger/index.js";
+import { ensurePartitions, type Ledger, openLedger } from "./ledger/index.js";
 import { UsageChanges } from "./metering/changes.js";
 import { Meter } from "./metering/meter.js";
 import { Metrics } from "./metering/metrics.js";
@@ -43,6 +43,8 @@ async function connectRedis(url: string, logger: Logger): Promise<Redis> {
   }
   return redis;
 }
+
+const PARTITIONS_EVERY_MS = 6 * 3600_000;
 
 /** Events pending this long are taken for dead: far beyond a commit's normal latency. */
 const SWEEP_AFTER_MS = 3_000;
@@ -99,6 +101,11 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
     const sweeper = redis ? startSweeper(meter, logger) : null;
     const sync = redis ? await RedisCatalogSync.start(catalog, redis, config.redisPrefix, changes, logger) : null;
     const relay = redis ? await RedisUsageRelay.start(changes, redis, config.redisPrefix, logger) : null;
+    // Monthly ledger partitions are made months ahead at start-up; a long-running server keeps it so.
+    const partitions = setInterval(() => {
+      ensurePartitions(sql).catch((error: unknown) => logger.error({ err: error }, "could not create ledger partitions"));
+    }, PARTITIONS_EVERY_MS);
+    partitions.unref();
     return {
       catalog,
       meter,
@@ -108,6 +115,7 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
       changes,
       storage: redis ? "redis + postgres" : config.databaseUrl === null ? "embedded" : "postgres",
       async close() {
+        clearInterval(partitions);
         await sweeper?.stop();
         await sync?.stop();
         await relay?.stop();
