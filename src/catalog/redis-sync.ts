@@ -37,7 +37,8 @@ export class RedisCatalogSync {
     private readonly logger: Pick<Logger, "warn">,
   ) {
     this.channel = `${prefix}catalog`;
-    this.subscriber = redis.duplicate();
+    // Its own connection (a subscribed connection can do nothing else), queueing until it is connected.
+    this.subscriber = redis.duplicate({ lazyConnect: false, enableOfflineQueue: true });
     this.subscriber.on("error", (error: Error) => logger.warn({ err: error }, "catalogue subscription error"));
     this.subscriber.on("message", (_channel: string, text: string) => void this.receive(text));
     catalog.events.on("change", this.onLocalChange);

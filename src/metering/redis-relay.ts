@@ -29,7 +29,8 @@ export class RedisUsageRelay {
     private readonly logger: Pick<Logger, "warn">,
   ) {
     this.channel = `${prefix}usage`;
-    this.subscriber = redis.duplicate();
+    // Its own connection (a subscribed connection can do nothing else), queueing until it is connected.
+    this.subscriber = redis.duplicate({ lazyConnect: false, enableOfflineQueue: true });
     this.subscriber.on("error", (error: Error) => logger.warn({ err: error }, "usage relay subscription error"));
     this.subscriber.on("message", (_channel: string, text: string) => this.receive(text));
     this.untap = changes.tap((customerId, featureKey) => {
