@@ -97,19 +97,31 @@ export class RedisFastPath implements FastPath {
   }
 
   /**
-   * Applies a batch in one round trip: one pipeline, grouped by customer (so that a Cluster client can
-   * later split it by slot), in request order within each customer. Results come back in request order.
+   * Applies a batch in one round trip: one script call per customer (apply-many.lua decides that
+   * customer's events in order, in one atomic step), all calls in one pipeline. Results come back in
+   * request order.
    */
   async applyMany(reqs: ApplyRequest[]): Promise<ApplyResult[]> {
     if (reqs.length === 0) return [];
-    const args = reqs.map((req) => this.applyArgs(req));
-    const order = groupIndexes(reqs, (req) => req.customerId).flat();
+    const groups = groupIndexes(reqs, (req) => req.customerId);
     const pipeline = this.redis.pipeline();
-    for (const i of order) pipeline.meterdApply(...(args[i] as ApplyArgs));
-    const replies = await execPipeline(pipeline);
+    for (const group of groups) {
+      const first = reqs[group[0]!]!;
+      const keys = [this.keys.wallet(first.customerId), this.keys.outbox(first.customerId), this.keys.marker(first.customerId)];
+      const args: string[] = [];
+      for (const i of group) {
+        const [recordKey, counterKey, , , , ...rest] = this.applyArgs(reqs[i]!);
+        keys.push(recordKey as string, counterKey as string);
+        args.push(...(rest as string[]));
+      }
+      pipeline.meterdApplyMany(keys.length, ...keys, ...args);
+    }
+    const replies = (await execPipeline(pipeline)) as ApplyReply[][];
     const results = new Array<ApplyResult>(reqs.length);
-    order.forEach((i, at) => {
-      results[i] = decodeApply(replies[at] as ApplyReply);
+    groups.forEach((group, g) => {
+      group.forEach((i, at) => {
+        results[i] = decodeApply(replies[g]![at]!);
+      });
     });
     return results;
   }

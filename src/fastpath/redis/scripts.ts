@@ -48,6 +48,11 @@ declare module "ioredis" {
       recordTtlSeconds: IntString,
       row: string,
     ): Result<ApplyReply, Context>;
+    /**
+     * apply-many.lua: events of one customer. numKeys, then wallet, outbox, marker and per event its record
+     * and counter keys, then per event the 11 arguments of meterdApply after its keys.
+     */
+    meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<ApplyReply[], Context>;
     /** settle.lua */
     meterdSettle(recordKey: RedisKey, outboxKey: RedisKey, result: string, ttlSeconds: IntString): Result<SettleReply, Context>;
     /** revert.lua */
@@ -59,17 +64,23 @@ declare module "ioredis" {
   }
 }
 
-/** Command name, number of KEYS, file. */
+/** The decision itself, prepended to the scripts that decide events, so that it is written once. */
+const CORE = "apply-core.lua";
+
+/** Command name, number of KEYS (undefined: given with each call), file, whether it needs the core. */
 const SCRIPTS = [
-  ["meterdApply", 5, "apply.lua"],
-  ["meterdSettle", 2, "settle.lua"],
-  ["meterdRevert", 4, "revert.lua"],
-  ["meterdLoad", 2, "load.lua"],
-  ["meterdRebuild", 1, "rebuild.lua"],
+  ["meterdApply", 5, "apply.lua", true],
+  ["meterdApplyMany", undefined, "apply-many.lua", true],
+  ["meterdSettle", 2, "settle.lua", false],
+  ["meterdRevert", 4, "revert.lua", false],
+  ["meterdLoad", 2, "load.lua", false],
+  ["meterdRebuild", 1, "rebuild.lua", false],
 ] as const;
 
 /** The scripts with their text, read once per process. */
-let loaded: Array<{ name: string; numberOfKeys: number; lua: string }> | undefined;
+let loaded: Array<{ name: string; numberOfKeys: number | undefined; lua: string }> | undefined;
+
+const read = (file: string) => readFileSync(new URL(`./${file}`, import.meta.url), "utf8");
 
 /** Anything that can register a script: a Redis or a Cluster client. */
 export interface ScriptHost {
@@ -81,11 +92,13 @@ const registered = new WeakSet<ScriptHost>();
 /** Registers every meterd script on the client (once per client); pipelines made from it get them too. */
 export function defineMeterdCommands(redis: ScriptHost): void {
   if (registered.has(redis)) return;
-  loaded ??= SCRIPTS.map(([name, numberOfKeys, file]) => ({
+  loaded ??= SCRIPTS.map(([name, numberOfKeys, file, core]) => ({
     name,
     numberOfKeys,
-    lua: readFileSync(new URL(`./${file}`, import.meta.url), "utf8"),
+    lua: core ? `${read(CORE)}\n${read(file)}` : read(file),
   }));
-  for (const { name, numberOfKeys, lua } of loaded) redis.defineCommand(name, { numberOfKeys, lua });
+  for (const { name, numberOfKeys, lua } of loaded) {
+    redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
+  }
   registered.add(redis);
 }
