@@ -5,14 +5,16 @@ import { createHash, randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import type { Catalog } from "../catalog/catalog.js";
 import type { Customer, Feature } from "../catalog/types.js";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath } from "../fastpath/fastpath.js";
+import type { ApplyRequest, ApplyResult, FastPath } from "../fastpath/fastpath.js";
 import type { EventKind, Ledger, LedgerEvent, StoredEvent } from "../ledger/ledger.js";
 import type { UsageChanges } from "./changes.js";
+import { counterRef, Counters, failClosed } from "./counters.js";
 import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsToNumber } from "./decimal.js";
-import { fastPathUnavailable, invalid, ledgerUnavailable, MeterError } from "./errors.js";
-import { type Period, periodKey, periodOf } from "./period.js";
+import { invalid, ledgerUnavailable, MeterError } from "./errors.js";
+import { type Period, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
-import { CREDIT_PRECISION, limitUnitsOf, snapshot, type Terms, thresholdsCrossed } from "./usage.js";
+import { type OutboxRecord, OutboxSweeper } from "./sweeper.js";
+import { CREDIT_PRECISION, limitUnitsOf, snapshot, type Terms, thresholdsCrossed, walletOnly } from "./usage.js";
 import { checkCustomerId, checkIdempotencyKey, checkProperties, checkTimestamp, type TimeWindow } from "./validate.js";
 
 export interface MeterDeps {
@@ -33,18 +35,8 @@ interface Prepared {
   row: Omit<LedgerEvent, "amount" | "credits">;
 }
 
-/** What a sweeper needs to commit an event whose process died: the ledger row but for its amounts. */
-interface OutboxRecord extends Omit<LedgerEvent, "amount" | "credits" | "occurredAt"> {
-  occurredAt: string;
-  dedupeKey: string;
-  counter: CounterRef | null;
-  precision: number;
-}
-
 /** How long a retry waits for the same key's first attempt to commit. */
 const PENDING_WAIT_MS = 5_000;
-/** How long a rebuild waits for commits that were in flight when the fast path lost its data. */
-const REBUILD_GRACE_MS = 3_000;
 const MAX_ATTEMPTS = 20;
 
 export class Meter {
@@ -54,16 +46,28 @@ export class Meter {
   private readonly changes: UsageChanges;
   private readonly window: TimeWindow;
   private readonly clock: () => Date;
-  private readonly rebuildGraceMs: number;
+  readonly counters: Counters;
+  private readonly sweeper: OutboxSweeper;
 
   constructor(deps: MeterDeps) {
-    this.rebuildGraceMs = deps.rebuildGraceMs ?? REBUILD_GRACE_MS;
+    this.counters = new Counters(deps.fastPath, deps.ledger, deps.rebuildGraceMs);
     this.catalog = deps.catalog;
     this.fastPath = deps.fastPath;
     this.ledger = deps.ledger;
     this.changes = deps.changes;
     this.window = deps.window;
     this.clock = deps.clock ?? (() => new Date());
+    this.sweeper = new OutboxSweeper({
+      catalog: deps.catalog,
+      fastPath: deps.fastPath,
+      ledger: deps.ledger,
+      changes: deps.changes,
+      counters: this.counters,
+      termsAt: (customerId, featureKey, at) => {
+        const feature = this.catalog.feature(featureKey);
+        return feature ? this.termsAt(this.catalog.customer(customerId), feature, at) : null;
+      },
+    });
   }
 
   async track(input: TrackInput, caller: Caller): Promise<TrackOutcome> {
@@ -185,7 +189,7 @@ export class Meter {
       const denied = this.notEntitled(feature, now, customer);
       return { allowed: false, denyReason: denied.denyReason, usage: denied.usage };
     }
-    const [consumed, wallet] = await this.readTerms(customerId, [terms], feature.creditCost !== null);
+    const [consumed, wallet] = await this.counters.read(customerId, [terms], feature.creditCost !== null);
     const used = consumed[0] ?? 0;
     const cost = feature.creditCost === null ? 0 : creditsForUnits(units, feature.precision, feature.creditCost);
     let denyReason: TrackOutcome["denyReason"] = null;
@@ -203,43 +207,18 @@ export class Meter {
     return { feature, entitlement, limitUnits: limitUnitsOf(feature, entitlement), period };
   }
 
-  /**
-   * Counters (and the wallet) of one customer for these terms, loaded from the ledger where the fast path
-   * lacks them. While the customer is being rebuilt, the ledger answers and nothing is loaded.
-   */
-  async readTerms(customerId: string, terms: Terms[], withWallet: boolean): Promise<[number[], number | null]> {
-    const refs = terms.map((t) => counterRef(customerId, t));
-    for (let attempt = 0; ; attempt++) {
-      const readings = await this.fastPath.read(refs, withWallet ? customerId : null).catch(failClosed);
-      const walletMissing = withWallet && readings.wallet === null;
-      if (!readings.counters.includes(null) && !walletMissing) {
-        return [readings.counters.map((c) => c ?? 0), withWallet ? readings.wallet : null];
-      }
-      if (attempt > 2 || !(await this.fastPath.isLive(customerId).catch(failClosed))) {
-        const counters = await Promise.all(refs.map((ref, i) => readings.counters[i] ?? this.ledgerUnits(ref, terms[i]!)));
-        const wallet = withWallet ? (readings.wallet ?? (await this.ledgerWallet(customerId))) : null;
-        return [counters, wallet];
-      }
-      await Promise.all(refs.map((ref, i) => (readings.counters[i] === null ? this.loadCounter(ref, terms[i]!) : null)));
-      if (walletMissing) await this.loadWallet(customerId);
-    }
+  /** Counters of one customer for these terms (see Counters.read). */
+  readTerms(customerId: string, terms: Terms[], withWallet: boolean): Promise<[number[], number | null]> {
+    return this.counters.read(customerId, terms, withWallet);
   }
 
-  /**
-   * Makes a customer live in the fast path. A customer with history may have had events in flight when
-   * the fast path lost its data; their commits land within the grace, so the sums loaded after it hold them.
-   */
-  private async rebuild(customerId: string): Promise<void> {
-    try {
-      if (await this.ledger.hasEvents(customerId)) {
-        const notBefore = await this.fastPath.beginRebuild(customerId, Date.now() + this.rebuildGraceMs);
-        const wait = notBefore - Date.now();
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(wait, this.rebuildGraceMs)));
-      }
-      await this.fastPath.markLive(customerId);
-    } catch (error) {
-      throw error instanceof MeterError ? error : fastPathUnavailable(error);
-    }
+  walletUnits(customerId: string): Promise<number> {
+    return this.counters.wallet(customerId);
+  }
+
+  /** Commits events left pending by a replica that died (see OutboxSweeper). */
+  sweep(olderThanMs: number, max = 1000): Promise<number> {
+    return this.sweeper.sweep(olderThanMs, max);
   }
 
   private featureOf(key: string): Feature {
@@ -298,63 +277,6 @@ export class Meter {
     };
   }
 
-  /**
-   * Commits events that the fast path applied but whose process never settled them (it died between the
-   * fast path and the ledger). Any replica may run it; the ledger keeps one row per event either way.
-   * Returns how many events it settled.
-   */
-  async sweep(olderThanMs: number, max = 1000): Promise<number> {
-    const stale = await this.fastPath.staleEvents(olderThanMs, max);
-    if (stale.length === 0) return 0;
-    const records = stale.map((s) => JSON.parse(s.record) as OutboxRecord);
-    const events: LedgerEvent[] = records.map((r, i) => ({
-      id: r.id,
-      customerId: r.customerId,
-      featureKey: r.featureKey,
-      kind: r.kind,
-      idempotencyKey: r.idempotencyKey,
-      fingerprint: r.fingerprint,
-      occurredAt: new Date(r.occurredAt),
-      properties: r.properties,
-      amount: unitsToDecimal(stale[i]!.delta, r.precision),
-      credits: unitsToDecimal(stale[i]!.walletDelta, CREDIT_PRECISION),
-    }));
-    const outcomes = await this.ledger.append(events);
-    let settled = 0;
-    for (const [i, outcome] of outcomes.entries()) {
-      const s = stale[i]!;
-      const r = records[i]!;
-      if (outcome.inserted || outcome.existing.id === s.eventId) {
-        const result: TrackOutcome = {
-          eventId: s.eventId,
-          allowed: true,
-          denyReason: null,
-          duplicate: false,
-          usage: await this.usageNow(r, s.walletDelta),
-          thresholdsCrossed: [],
-          delta: unitsToNumber(s.delta, r.precision),
-        };
-        await this.fastPath.settle(s.customerId, s.dedupeKey, JSON.stringify(result));
-        this.changes.notify(s.customerId, r.featureKey);
-        settled++;
-      } else {
-        // Another event holds the key in the ledger: this one was never answered ALLOWED, so undo it.
-        const req = { customerId: s.customerId, eventId: s.eventId, dedupeKey: s.dedupeKey, counter: r.counter, walletDelta: s.walletDelta };
-        await this.fastPath.revert({ ...req, fingerprint: r.fingerprint, op: { kind: "add", units: s.delta }, limit: null, walletMayGoNegative: true, record: s.record }, s);
-      }
-    }
-    return settled;
-  }
-
-  /** The usage block of a swept event's counter as it is now. */
-  private async usageNow(r: OutboxRecord, walletDelta: number): Promise<TrackOutcome["usage"]> {
-    const feature = r.featureKey === null ? undefined : this.catalog.feature(r.featureKey);
-    const terms = feature ? this.termsAt(this.catalog.customer(r.customerId), feature, new Date(r.occurredAt)) : null;
-    if (!terms) return walletOnly(null);
-    const [consumed, wallet] = await this.readTerms(r.customerId, [terms], feature?.creditCost != null);
-    return snapshot(terms, consumed[0] ?? 0, wallet, -walletDelta);
-  }
-
   /** Runs one event to its outcome, starting from `first` when the fast path has already answered once. */
   private async execute(p: Prepared, first?: ApplyResult): Promise<TrackOutcome> {
     let waited = false;
@@ -365,11 +287,11 @@ export class Meter {
           return this.commit(p, result);
         case "NOT_LOADED":
           if (result.customer) {
-            await this.rebuild(p.req.customerId);
+            await this.counters.rebuild(p.req.customerId);
             continue;
           }
-          if (result.counter && p.req.counter && p.terms) await this.loadCounter(p.req.counter, p.terms);
-          if (result.wallet) await this.loadWallet(p.req.customerId);
+          if (result.counter && p.req.counter && p.terms) await this.counters.loadCounter(p.req.counter, p.terms);
+          if (result.wallet) await this.counters.loadWallet(p.req.customerId);
           continue;
         case "PENDING": {
           // After one wait, the ledger may already hold the key (a restart forgot it): replay from there
@@ -481,8 +403,8 @@ export class Meter {
     if (existing.fingerprint !== p.req.fingerprint) throw keyConflict(p.row.idempotencyKey ?? "");
     const precision = p.terms?.feature.precision ?? 0;
     const [consumed, wallet] = p.terms
-      ? await this.readTerms(p.req.customerId, [p.terms], p.terms.feature.creditCost !== null)
-      : [[0], await this.walletUnits(p.req.customerId)];
+      ? await this.counters.read(p.req.customerId, [p.terms], p.terms.feature.creditCost !== null)
+      : [[0], await this.counters.wallet(p.req.customerId)];
     return {
       eventId: existing.id,
       allowed: true,
@@ -517,60 +439,6 @@ export class Meter {
     return unitsToDecimal(units, p.terms?.feature.precision ?? 0);
   }
 
-  private async ledgerUnits(ref: CounterRef, terms: Terms): Promise<number> {
-    const period = terms.period;
-    const sum = await this.ledger.sumUsage(ref.customerId, ref.featureKey, period?.start ?? null, period?.end ?? null).catch(ledgerDown);
-    return decimalToUnits(sum, terms.feature.precision);
-  }
-
-  private async ledgerWallet(customerId: string): Promise<number> {
-    return decimalToUnits(await this.ledger.walletBalance(customerId).catch(ledgerDown), CREDIT_PRECISION);
-  }
-
-  private async loadCounter(ref: CounterRef, terms: Terms): Promise<void> {
-    await this.fastPath.loadCounter(ref, await this.ledgerUnits(ref, terms)).catch(failClosed);
-  }
-
-  private async loadWallet(customerId: string): Promise<void> {
-    await this.fastPath.loadWallet(customerId, await this.ledgerWallet(customerId)).catch(failClosed);
-  }
-
-  async walletUnits(customerId: string): Promise<number> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const { wallet } = await this.fastPath.read([], customerId);
-      if (wallet !== null) return wallet;
-      await this.loadWallet(customerId);
-    }
-    return 0;
-  }
-}
-
-export function counterRef(customerId: string, terms: Terms): CounterRef {
-  return { customerId, featureKey: terms.feature.key, periodKey: periodKey(terms.period) };
-}
-
-function walletOnly(wallet: number | null): TrackOutcome["usage"] {
-  return {
-    featureKey: "",
-    consumed: 0,
-    limit: null,
-    remaining: 0,
-    percentageUsed: 0,
-    periodStart: null,
-    periodEnd: null,
-    overage: 0,
-    hard: true,
-    creditBalance: wallet === null ? null : unitsToNumber(wallet, CREDIT_PRECISION),
-    creditsCharged: 0,
-  };
-}
-
-function failClosed(error: unknown): never {
-  throw error instanceof MeterError ? error : fastPathUnavailable(error);
-}
-
-function ledgerDown(error: unknown): never {
-  throw error instanceof MeterError ? error : ledgerUnavailable(error);
 }
 
 function keyConflict(key: string): MeterError {

@@ -62,3 +62,20 @@ export function thresholdsReached(terms: Terms, consumed: number): number[] {
   if (limit === null) return [];
   return terms.entitlement.thresholds.filter((t) => atOrPast(consumed, limit, t));
 }
+
+/** The usage block of an event that moves only the wallet (a top-up). */
+export function walletOnly(wallet: number | null): UsageSnapshot {
+  return {
+    featureKey: "",
+    consumed: 0,
+    limit: null,
+    remaining: 0,
+    percentageUsed: 0,
+    periodStart: null,
+    periodEnd: null,
+    overage: 0,
+    hard: true,
+    creditBalance: wallet === null ? null : unitsToNumber(wallet, CREDIT_PRECISION),
+    creditsCharged: 0,
+  };
+}
