@@ -33,7 +33,18 @@ export interface App {
 /** Connects before serving, so that a wrong REDIS_URL fails the start instead of the first Track. */
 async function connectRedis(url: string, logger: Logger): Promise<Redis> {
   // No offline queue: while Redis is away, calls fail at once with UNAVAILABLE instead of piling up.
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 2, enableOfflineQueue: false });
+  // A command timeout, so that a Redis that stops answering (a partition, not a reset) fails closed in
+  // seconds. An apply whose reply never came may still have been applied: it stays in the outbox, and
+  // the sweeper commits it, so a retry with the same key finds it.
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 2,
+    enableOfflineQueue: false,
+    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    keepAlive: 10_000,
+    // Reconnect within a second once Redis is back, rather than ioredis' default backoff of up to 5 s.
+    retryStrategy: (attempt: number) => Math.min(attempt * 100, 1_000),
+  });
   redis.on("error", (error: Error) => logger.warn({ err: error }, "redis connection error"));
   try {
     await redis.connect();
@@ -45,6 +56,7 @@ async function connectRedis(url: string, logger: Logger): Promise<Redis> {
 }
 
 const PARTITIONS_EVERY_MS = 6 * 3600_000;
+const REDIS_COMMAND_TIMEOUT_MS = 2_000;
 
 /** Events pending this long are taken for dead: far beyond a commit's normal latency. */
 const SWEEP_AFTER_MS = 3_000;
@@ -94,11 +106,11 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
     const fastPath: FastPath = redis ? new RedisFastPath({ redis, prefix: config.redisPrefix }) : new MemoryFastPath();
     const changes = new UsageChanges();
     const window = { maxBackdateMs: config.maxBackdateMs, maxFutureMs: config.maxFutureMs };
-    const meter = new Meter({ catalog, fastPath, ledger, changes, window });
+    const meter = new Meter({ catalog, fastPath, ledger, changes, window, logger });
     const metrics = new Metrics(meter, changes);
-    // With a shared fast path, any replica commits what a dead replica left in the outbox, and
-    // catalogue changes reach every replica.
-    const sweeper = redis ? startSweeper(meter, logger) : null;
+    // The sweeper commits what a commit left unconfirmed (and, on Redis, what a dead replica left in
+    // the outbox); with Redis, catalogue and usage changes reach every replica.
+    const sweeper = startSweeper(meter, logger);
     const sync = redis ? await RedisCatalogSync.start(catalog, redis, config.redisPrefix, changes, logger) : null;
     const relay = redis ? await RedisUsageRelay.start(changes, redis, config.redisPrefix, logger) : null;
     // Monthly ledger partitions are made months ahead at start-up; a long-running server keeps it so.
@@ -116,7 +128,7 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
       storage: redis ? "redis + postgres" : config.databaseUrl === null ? "embedded" : "postgres",
       async close() {
         clearInterval(partitions);
-        await sweeper?.stop();
+        await sweeper.stop();
         await sync?.stop();
         await relay?.stop();
         await ledger.close();

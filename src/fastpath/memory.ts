@@ -26,6 +26,8 @@ export class MemoryFastPath implements FastPath {
   private readonly counters = new Map<string, number>();
   private readonly wallets = new Map<string, number>();
   private readonly keys = new Map<string, KeyRecord>();
+  /** Keys applied and not yet settled or reverted: the outbox. */
+  private readonly pending = new Set<string>();
 
   async apply(req: ApplyRequest): Promise<ApplyResult> {
     const id = keyId(req.customerId, req.dedupeKey);
@@ -75,6 +77,7 @@ export class MemoryFastPath implements FastPath {
       result: null,
       waiters: [],
     });
+    this.pending.add(id);
     return applied;
   }
 
@@ -89,11 +92,16 @@ export class MemoryFastPath implements FastPath {
     const record = this.keys.get(id);
     if (!record) return;
     record.result = result;
+    this.pending.delete(id);
     this.wake(record);
     if (this.keys.size > MAX_SETTLED_KEYS) this.prune();
   }
 
   async revert(req: ApplyRequest, applied: { delta: number }): Promise<void> {
+    const id = keyId(req.customerId, req.dedupeKey);
+    const record = this.keys.get(id);
+    // A late revert must not undo another event that has since taken the key.
+    if (!record || record.eventId !== req.eventId) return;
     if (req.counter) {
       const cid = counterId(req.counter);
       this.counters.set(cid, (this.counters.get(cid) ?? 0) - applied.delta);
@@ -101,18 +109,18 @@ export class MemoryFastPath implements FastPath {
     if (req.walletDelta !== 0) {
       this.wallets.set(req.customerId, (this.wallets.get(req.customerId) ?? 0) - req.walletDelta);
     }
-    const id = keyId(req.customerId, req.dedupeKey);
-    const record = this.keys.get(id);
     this.keys.delete(id);
-    if (record) this.wake(record);
+    this.pending.delete(id);
+    this.wake(record);
   }
 
   async staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]> {
     const before = Date.now() - olderThanMs;
     const stale: StaleEvent[] = [];
-    for (const [id, r] of this.keys) {
+    for (const id of this.pending) {
       if (stale.length >= max) break;
-      if (r.result !== null || r.appliedAt > before || r.applied.code !== "APPLIED") continue;
+      const r = this.keys.get(id);
+      if (!r || r.result !== null || r.appliedAt > before || r.applied.code !== "APPLIED") continue;
       const [customerId = "", dedupeKey = ""] = id.split("\u0000");
       stale.push({ customerId, dedupeKey, eventId: r.eventId, delta: r.applied.delta, walletDelta: r.walletDelta, record: r.record });
     }

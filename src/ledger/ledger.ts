@@ -24,6 +24,14 @@ export interface StoredEvent extends LedgerEvent {
   recordedAt: Date;
 }
 
+/**
+ * Thrown by append() when it is certain that nothing of the call was written (refused before any
+ * statement was sent): the caller may undo at once instead of asking the ledger what landed.
+ */
+export class NotWrittenError extends Error {
+  readonly notWritten = true;
+}
+
 export type AppendOutcome = { inserted: true } | { inserted: false; existing: StoredEvent };
 
 export interface Ledger {

@@ -44,6 +44,12 @@ export function createPgClient(connectionString: string, options: PgClientOption
       const client = await pool.connect();
       // A client whose ROLLBACK failed is in an unknown state: destroy it instead of reusing it.
       let broken: Error | undefined;
+      // pg-pool listens for errors only on idle clients: while checked out, a connection reset would
+      // be an "error" with no listener, which ends the process. The failing query rejects as well.
+      const onError = (err: Error) => {
+        broken = err;
+      };
+      client.on("error", onError);
       try {
         await client.query("BEGIN");
         try {
@@ -64,6 +70,7 @@ export function createPgClient(connectionString: string, options: PgClientOption
           throw err;
         }
       } finally {
+        client.off("error", onError);
         client.release(broken);
       }
     },

@@ -5,7 +5,7 @@
 // "-", digits, optionally "." and digits; no exponent, no "+") and come out canonical: no trailing
 // fractional zeros, no lone ".", no leading zeros, zero as "0". So "1.000000" reads back as "1" and
 // "-0.50" as "-0.5". Sums use the same format and are exact (Postgres NUMERIC, never a float).
-import type { AppendOutcome, EventKind, Ledger, LedgerEvent, StoredEvent } from "./ledger.js";
+import { type AppendOutcome, type EventKind, type Ledger, type LedgerEvent, NotWrittenError, type StoredEvent } from "./ledger.js";
 import type { SqlClient, SqlExecutor } from "./sql.js";
 
 /** Accepted input for amount and credits. */
@@ -16,7 +16,7 @@ const MIN_TIME = Date.parse("0001-01-01T00:00:00Z");
 const MAX_TIME = Date.parse("9999-12-31T23:59:59.999Z");
 
 /** An event that can never be stored. It is rejected alone, before it can fail a shared batch. */
-export class InvalidEventError extends Error {
+export class InvalidEventError extends NotWrittenError {
   constructor(
     readonly eventId: string,
     readonly field: string,
@@ -27,7 +27,7 @@ export class InvalidEventError extends Error {
   }
 }
 
-export class LedgerClosedError extends Error {
+export class LedgerClosedError extends NotWrittenError {
   constructor() {
     super("the ledger is closed");
     this.name = "LedgerClosedError";

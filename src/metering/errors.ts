@@ -51,6 +51,17 @@ export function fastPathUnavailable(cause: unknown): MeterError {
   return error;
 }
 
+/** The commit's outcome is unknown (its reply was lost and the ledger cannot be asked). */
+export function commitUnknown(cause: unknown): MeterError {
+  const error = new MeterError(
+    Code.Unavailable,
+    "COMMIT_OUTCOME_UNKNOWN",
+    "the ledger did not confirm the commit; the event is kept and committed once the ledger answers: retry with the same idempotency key to learn its outcome",
+  );
+  error.cause = cause;
+  return error;
+}
+
 /** The ledger could not commit: nothing was counted, and a retry with the same key is safe. */
 export function ledgerUnavailable(cause: unknown): MeterError {
   const error = new MeterError(

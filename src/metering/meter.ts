@@ -3,14 +3,15 @@
 // failed commit undoes the increments, so a retry with the same key counts exactly once.
 import { createHash, randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
+import type { Logger } from "pino";
 import type { Catalog } from "../catalog/catalog.js";
 import type { Customer, Feature } from "../catalog/types.js";
 import type { ApplyRequest, ApplyResult, FastPath } from "../fastpath/fastpath.js";
-import type { EventKind, Ledger, LedgerEvent, StoredEvent } from "../ledger/ledger.js";
+import { type EventKind, type Ledger, type LedgerEvent, NotWrittenError, type StoredEvent } from "../ledger/ledger.js";
 import type { UsageChanges } from "./changes.js";
-import { counterRef, Counters, failClosed } from "./counters.js";
+import { counterRef, Counters, failClosed, ledgerDown } from "./counters.js";
 import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsToNumber } from "./decimal.js";
-import { invalid, ledgerUnavailable, MeterError } from "./errors.js";
+import { commitUnknown, invalid, ledgerUnavailable, MeterError } from "./errors.js";
 import { type Period, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
 import { type OutboxRecord, OutboxSweeper } from "./sweeper.js";
@@ -26,6 +27,7 @@ export interface MeterDeps {
   clock?: () => Date;
   /** How long a rebuild waits for commits in flight when the fast path lost its data (default 3 s). */
   rebuildGraceMs?: number;
+  logger?: Pick<Logger, "warn">;
 }
 
 /** An event ready for the fast path: validated, priced, and with its ledger row but for the amount. */
@@ -46,6 +48,7 @@ export class Meter {
   private readonly changes: UsageChanges;
   private readonly window: TimeWindow;
   private readonly clock: () => Date;
+  private readonly logger: Pick<Logger, "warn"> | undefined;
   readonly counters: Counters;
   private readonly sweeper: OutboxSweeper;
 
@@ -57,6 +60,7 @@ export class Meter {
     this.changes = deps.changes;
     this.window = deps.window;
     this.clock = deps.clock ?? (() => new Date());
+    this.logger = deps.logger;
     this.sweeper = new OutboxSweeper({
       catalog: deps.catalog,
       fastPath: deps.fastPath,
@@ -361,40 +365,49 @@ export class Meter {
     try {
       [outcome] = await this.ledger.append([event]);
     } catch (error) {
-      // The commit may have landed with only its reply lost: then the increment stays.
-      if (await this.landed(p.req.eventId)) {
-        outcome = { inserted: true as const };
-      } else {
-        await this.fastPath.revert(p.req, applied);
+      const landed = error instanceof NotWrittenError ? "no" : await this.landed(p.req.eventId);
+      if (landed === "no") {
+        await this.fastPath.revert(p.req, applied).catch(() => undefined);
         throw ledgerUnavailable(error);
       }
+      if (landed === "unknown") {
+        // The COMMIT may have landed with only its reply lost. Neither undo nor answer: the event stays
+        // pending in the outbox, and the sweeper commits it (or finds it) once the ledger answers.
+        throw commitUnknown(error);
+      }
+      outcome = { inserted: true as const };
     }
     if (!outcome?.inserted) {
       // The ledger already holds this key: an event that the fast path no longer knew about.
-      await this.fastPath.revert(p.req, applied);
+      await this.fastPath.revert(p.req, applied).catch(failClosed);
       return this.fromExisting(p, outcome?.existing);
     }
-    await this.fastPath.settle(p.req.customerId, p.req.dedupeKey, JSON.stringify(outcomeOk));
+    // Durable now: the answer is ALLOWED whatever happens next. A settle that fails leaves the event in
+    // the outbox, where the sweeper settles it.
+    await this.fastPath.settle(p.req.customerId, p.req.dedupeKey, JSON.stringify(outcomeOk)).catch((error: unknown) => {
+      this.logger?.warn({ err: error, eventId: p.req.eventId }, "committed event not settled in the fast path; the sweeper will");
+    });
     this.changes.notify(p.req.customerId, p.row.featureKey);
     return outcomeOk;
   }
 
-  /** Whether an event whose commit failed is in the ledger after all; asks a few times, then assumes not. */
-  private async landed(eventId: string): Promise<boolean> {
+  /** Whether an event whose commit failed is in the ledger after all; asks a few times. */
+  private async landed(eventId: string): Promise<"yes" | "no" | "unknown"> {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        return (await this.ledger.findById(eventId)) !== null;
+        return (await this.ledger.findById(eventId)) === null ? "no" : "yes";
       } catch {
         await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)));
       }
     }
-    return false;
+    return "unknown";
   }
 
   /** A denied retry of an event the ledger holds (for example after a restart) is a replay, not a denial. */
   private async replayFromLedger(p: Prepared): Promise<TrackOutcome | null> {
     if (p.row.idempotencyKey === null) return null;
-    const existing = await this.ledger.findByKey(p.req.customerId, p.row.idempotencyKey);
+    // Without the ledger, a retry of a counted event cannot be told from a new one: do not guess.
+    const existing = await this.ledger.findByKey(p.req.customerId, p.row.idempotencyKey).catch(ledgerDown);
     return existing ? this.fromExisting(p, existing) : null;
   }
 
