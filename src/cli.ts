@@ -37,6 +37,7 @@ async function serve(config: Config): Promise<void> {
     `meterd is serving (${server.app.storage} storage${config.catalogFile ? `, catalogue ${config.catalogFile}` : ""})`,
     `  gRPC     ${host}:${server.grpcPort}   (grpc-js: internal services)`,
     `  Connect  http://${host}:${server.httpPort}   (Connect, gRPC-web and gRPC over HTTP/1.1 and h2c)`,
+    `  usage page  http://${host}:${server.httpPort}/ui/   (open it with #token=<a customer token>)`,
   ];
   if (server.devKey?.created) {
     lines.push(`  development key (made now, kept in ${path.join(config.dataDir, "dev-key")}):`, `    ${server.devKey.key}`);

@@ -1,5 +1,7 @@
 // Configuration, parsed once from the environment into one typed object with defaults.
 import path from "node:path";
+import { MIN_SIGNING_SECRET_LENGTH, SIGNING_KEY_ID } from "./auth/customer-tokens.js";
+import { parseRate, type Rate } from "./auth/rate-limit.js";
 
 export interface Config {
   grpcPort: number;
@@ -9,6 +11,13 @@ export interface Config {
   /** Secret keys accepted as `authorization: Bearer <key>` or `x-api-key: <key>`. Empty: a development key is made. */
   secretKeys: string[];
   corsOrigins: string[];
+  /**
+   * Keys that sign customer tokens: the first signs, all verify. Empty: one key derived from each
+   * secret key (or from the development key).
+   */
+  tokenKeys: Array<{ id: string; secret: string }>;
+  /** Per-customer-token rate limit; null: none. */
+  tokenRate: Rate | null;
   /** Embedded default: where PGlite and the development key live. */
   dataDir: string;
   redisUrl: string | null;
@@ -50,6 +59,33 @@ function str(env: Env, name: string): string | null {
   return raw === undefined || raw.trim() === "" ? null : raw.trim();
 }
 
+function tokenKeys(env: Env): Config["tokenKeys"] {
+  const keys = list(env, "METERD_TOKEN_KEYS").map((entry) => {
+    const colon = entry.indexOf(":");
+    const id = colon < 0 ? "" : entry.slice(0, colon).trim();
+    const secret = colon < 0 ? "" : entry.slice(colon + 1).trim();
+    if (!SIGNING_KEY_ID.test(id)) {
+      throw new ConfigError(`METERD_TOKEN_KEYS: each entry must be "id:secret" with an id of 1 to 32 letters, digits, "_" or "-"`);
+    }
+    if (secret.length < MIN_SIGNING_SECRET_LENGTH) {
+      throw new ConfigError(`METERD_TOKEN_KEYS: the secret of key "${id}" must be at least ${MIN_SIGNING_SECRET_LENGTH} characters`);
+    }
+    return { id, secret };
+  });
+  const ids = keys.map((k) => k.id);
+  const repeated = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (repeated !== undefined) throw new ConfigError(`METERD_TOKEN_KEYS: key id "${repeated}" is used twice`);
+  return keys;
+}
+
+function tokenRate(env: Env): Rate | null {
+  const raw = str(env, "METERD_TOKEN_RATE") ?? "10/s";
+  if (raw === "off") return null;
+  const perSecond = parseRate(raw);
+  if (perSecond === null) throw new ConfigError(`METERD_TOKEN_RATE must look like "10/s", "600/m" or "off", got "${raw}"`);
+  return { perSecond, burst: int(env, "METERD_TOKEN_BURST", 20, 1, 1_000_000) };
+}
+
 const DAY_MS = 86_400_000;
 
 export function loadConfig(env: Env = process.env): Config {
@@ -59,6 +95,8 @@ export function loadConfig(env: Env = process.env): Config {
     host: str(env, "METERD_HOST") ?? "127.0.0.1",
     secretKeys: list(env, "METERD_SECRET_KEYS"),
     corsOrigins: list(env, "METERD_CORS_ORIGINS"),
+    tokenKeys: tokenKeys(env),
+    tokenRate: tokenRate(env),
     dataDir: path.resolve(str(env, "METERD_DATA_DIR") ?? ".meterd"),
     redisUrl: str(env, "REDIS_URL"),
     redisPrefix: str(env, "METERD_REDIS_PREFIX") ?? "meterd:",

@@ -1,17 +1,24 @@
 // Builds meterd: the application, both listeners over the same handlers, health, and shutdown.
 // Building does not start anything on its own port until listen; tests build the same server on port 0.
 import type { Logger } from "pino";
+import { AuthService } from "../gen/meterd/v1/auth_pb.js";
 import { CatalogService } from "../gen/meterd/v1/catalog_pb.js";
 import { MeteringService } from "../gen/meterd/v1/metering_pb.js";
 import { type App, openApp } from "./app.js";
+import { Authenticator } from "./auth/authenticator.js";
+import { CustomerTokens, deriveSigningKeys } from "./auth/customer-tokens.js";
 import { loadOrCreateDevKey } from "./auth/dev-key.js";
+import { TokenBucketLimiter } from "./auth/rate-limit.js";
 import { SecretKeyAuthenticator } from "./auth/secret-keys.js";
 import type { Config } from "./config.js";
+import { createAuthService } from "./rpc/auth-service.js";
 import { createCatalogService } from "./rpc/catalog-service.js";
+import { CUSTOMER_TOKEN_PROCEDURES } from "./rpc/customer-scope.js";
 import { createGrpcListener, rpcService } from "./rpc/grpc-listener.js";
 import { createHealthService, Health, HealthState, ServingStatus } from "./rpc/health.js";
 import { createHttpListener } from "./rpc/http-listener.js";
 import { createMeteringService } from "./rpc/metering-service.js";
+import { usagePageRoute } from "./rpc/usage-page.js";
 
 export interface Server {
   app: App;
@@ -19,6 +26,8 @@ export interface Server {
   httpPort: number;
   /** The development key, when no secret key was configured. */
   devKey: { key: string; created: boolean } | null;
+  /** Mints and verifies customer tokens (what AuthService/CreateCustomerToken uses). */
+  tokens: CustomerTokens;
   /** Stops accepting, finishes in-flight calls (up to graceMs), flushes the ledger, releases everything. */
   close(graceMs?: number): Promise<void>;
 }
@@ -27,7 +36,20 @@ const PUBLIC_SERVICES = [Health.typeName];
 
 export async function startServer(config: Config, logger: Logger): Promise<Server> {
   const devKey = config.secretKeys.length === 0 ? await loadOrCreateDevKey(config.dataDir) : null;
-  const auth = new SecretKeyAuthenticator(devKey ? [devKey.key] : config.secretKeys);
+  const secretKeys = devKey ? [devKey.key] : config.secretKeys;
+  // Without METERD_TOKEN_KEYS, tokens are signed with keys derived from the secret keys, so that
+  // every replica that shares the secret keys verifies the same tokens.
+  const tokens = new CustomerTokens(
+    config.tokenKeys.length > 0
+      ? config.tokenKeys.map((k) => ({ id: k.id, secret: Buffer.from(k.secret, "utf8") }))
+      : deriveSigningKeys(secretKeys),
+  );
+  const auth = new Authenticator({
+    secretKeys: new SecretKeyAuthenticator(secretKeys),
+    tokens,
+    limiter: config.tokenRate === null ? null : new TokenBucketLimiter(config.tokenRate),
+    customerProcedures: CUSTOMER_TOKEN_PROCEDURES,
+  });
   const authenticate = auth.authenticate.bind(auth);
 
   const app = await openApp(config, logger);
@@ -35,6 +57,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   const services = [
     rpcService(MeteringService, createMeteringService(app.meter, app.metrics, logger)),
     rpcService(CatalogService, createCatalogService(app)),
+    rpcService(AuthService, createAuthService({ tokens, catalog: app.catalog })),
     rpcService(Health, createHealthService(health)),
   ];
   const common = {
@@ -46,7 +69,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     logger,
   };
   const grpc = createGrpcListener(common);
-  const http = createHttpListener({ ...common, corsOrigins: config.corsOrigins });
+  const http = createHttpListener({ ...common, corsOrigins: config.corsOrigins, extraRoutes: usagePageRoute(logger) });
   let grpcPort: number;
   let httpPort: number;
   try {
@@ -57,7 +80,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     await app.close();
     throw error;
   }
-  for (const name of ["", MeteringService.typeName, CatalogService.typeName]) health.set(name, ServingStatus.SERVING);
+  for (const name of ["", MeteringService.typeName, CatalogService.typeName, AuthService.typeName]) health.set(name, ServingStatus.SERVING);
 
   let closing: Promise<void> | null = null;
   return {
@@ -65,6 +88,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     grpcPort,
     httpPort,
     devKey,
+    tokens,
     close(graceMs = 10_000) {
       closing ??= (async () => {
         health.shutdown();

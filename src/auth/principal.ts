@@ -1,4 +1,4 @@
-// Who is calling: today a holder of a secret key; customer tokens will add a second kind.
+// Who is calling: a holder of a secret key (a trusted service), or a browser with a customer token.
 
 export interface SecretKeyPrincipal {
   kind: "secret";
@@ -6,7 +6,21 @@ export interface SecretKeyPrincipal {
   keyId: string;
 }
 
-export type Principal = SecretKeyPrincipal;
+/** A browser acting for one customer: see customer-tokens.ts. */
+export interface CustomerTokenPrincipal {
+  kind: "customer";
+  /** The id of the signing key that signed the token. */
+  keyId: string;
+  /** The token's own id: loggable, and the unit of the per-token rate limit. */
+  tokenId: string;
+  customerId: string;
+  /** The features the token may use; null: every feature. */
+  featureKeys: readonly string[] | null;
+  /** ms since the epoch. */
+  expiresAt: number;
+}
+
+export type Principal = SecretKeyPrincipal | CustomerTokenPrincipal;
 
 /** Reads one request header, case-insensitively, from either listener. */
 export type HeaderReader = (name: string) => string | undefined;

@@ -50,8 +50,11 @@ export function rpcService<S extends DescService>(service: S, impl: Partial<Serv
 
 export interface GrpcListenerOptions {
   services: readonly RpcService[];
-  /** Returns the caller, or null to refuse the call with UNAUTHENTICATED. */
-  authenticate: (header: HeaderReader) => Principal | null;
+  /**
+   * Returns the caller of `procedure` ("/pkg.Service/Method"), or null to refuse the call with
+   * UNAUTHENTICATED; a ConnectError it throws is sent as it is. It runs before the message is read.
+   */
+  authenticate: (header: HeaderReader, procedure: string) => Principal | null;
   /** Fully qualified names of services that need no credential, e.g. "grpc.health.v1.Health". */
   publicServices?: readonly string[];
   /** Larger request messages get RESOURCE_EXHAUSTED. */
@@ -192,7 +195,13 @@ export function createGrpcListener(options: GrpcListenerOptions): GrpcListener {
               return;
             }
             const header = headerReaderOf(metadata);
-            const principal = options.authenticate(header);
+            let principal: Principal | null;
+            try {
+              principal = options.authenticate(header, descriptor.path);
+            } catch (err) {
+              intercepting.sendStatus(grpcStatusOf(toConnectError(err, descriptor.path, logger), new Headers()));
+              return;
+            }
             if (principal === null) {
               // Refused here, before the request message is read.
               const error = unauthenticatedError(header);

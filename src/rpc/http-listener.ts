@@ -7,8 +7,11 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, cors, createContextValues, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { codeToHttpStatus, endStreamFlag, endStreamToJson, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { HeaderReader, Principal } from "../auth/principal.js";
+import { MeterError } from "../metering/errors.js";
 import { principalKey } from "./context.js";
 import { encodeGrpcMessage, errorInterceptor, serviceOfPath, unauthenticatedError, type RpcLogger } from "./errors.js";
 import type { RpcService } from "./grpc-listener.js";
@@ -18,8 +21,12 @@ export type HttpResponse = http.ServerResponse | http2.Http2ServerResponse;
 
 export interface HttpListenerOptions {
   services: readonly RpcService[];
-  /** Returns the caller, or null to refuse the call with UNAUTHENTICATED. */
-  authenticate: (header: HeaderReader) => Principal | null;
+  /**
+   * Returns the caller of `procedure` ("/pkg.Service/Method"), or null to refuse the call with
+   * UNAUTHENTICATED; a ConnectError it throws is sent as it is (PERMISSION_DENIED, RESOURCE_EXHAUSTED).
+   * It runs before the body is read.
+   */
+  authenticate: (header: HeaderReader, procedure: string) => Principal | null;
   /** Fully qualified names of services that need no credential; default: grpc.health.v1.Health. */
   publicServices?: readonly string[];
   /** Browser origins allowed by CORS, matched exactly, e.g. "https://app.example.com". */
@@ -51,21 +58,36 @@ export interface HttpListener {
 const HTTP2_PREFACE_START = Buffer.from("PRI ");
 const FIRST_BYTES_TIMEOUT_MS = 10_000;
 const ALLOW_HEADERS = [...cors.allowedHeaders, "Authorization", "X-Api-Key"].join(", ");
+const EXPOSE_HEADERS = [...cors.exposedHeaders, "Retry-After", "Retry-After-Ms"].join(", ");
 
 function firstHeader(req: HttpRequest, name: string): string | undefined {
   const value = req.headers[name];
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** Writes the UNAUTHENTICATED error in the request's own protocol, without reading the body. */
-function writeUnauthenticated(req: HttpRequest, res: HttpResponse, error: ConnectError): void {
+function headerRecord(headers: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  headers.forEach((value, key) => (out[key] = value));
+  return out;
+}
+
+/**
+ * Writes an error decided from the headers alone (no credential, a refused token, a rate limit), in
+ * the request's own protocol, without reading the body. The error's metadata (retry-after) goes into
+ * the response headers.
+ */
+function writeEarlyError(req: HttpRequest, res: HttpResponse, error: ConnectError): void {
   const contentType = firstHeader(req, "content-type") ?? "";
+  const metadata = headerRecord(error.metadata);
   if (/^application\/grpc(-web(-text)?)?([+;]|$)/i.test(contentType)) {
     // gRPC and gRPC-web: a trailers-only response.
+    const details = setTrailerStatus(new Headers(), error).get("grpc-status-details-bin");
     const headers = {
+      ...metadata,
       "content-type": contentType,
       "grpc-status": String(error.code),
       "grpc-message": encodeGrpcMessage(error.rawMessage),
+      ...(details === null ? {} : { "grpc-status-details-bin": details }),
     };
     if (res instanceof http2.Http2ServerResponse) {
       // One HEADERS frame with END_STREAM. writeHead() + end() would send the status as ordinary
@@ -77,18 +99,36 @@ function writeUnauthenticated(req: HttpRequest, res: HttpResponse, error: Connec
     }
   } else if (/^application\/connect\+/i.test(contentType)) {
     // Connect streaming: one end-stream message (flag 0x02), always JSON.
-    const json = Buffer.from(JSON.stringify({ error: { code: "unauthenticated", message: error.rawMessage } }));
+    const json = Buffer.from(JSON.stringify(endStreamToJson(new Headers(), error, undefined)));
     const envelope = Buffer.alloc(5 + json.length);
-    envelope.writeUInt8(0x02, 0);
+    envelope.writeUInt8(endStreamFlag, 0);
     envelope.writeUInt32BE(json.length, 1);
     json.copy(envelope, 5);
-    res.writeHead(200, { "content-type": contentType });
+    res.writeHead(200, { ...metadata, "content-type": contentType });
     res.end(envelope);
   } else {
     // Connect unary (POST application/json or application/proto, or GET).
-    res.writeHead(401, { "content-type": "application/json" });
-    res.end(JSON.stringify({ code: "unauthenticated", message: error.rawMessage }));
+    res.writeHead(codeToHttpStatus(error.code), { ...metadata, "content-type": "application/json" });
+    res.end(errorToJsonBytes(error, undefined));
   }
+}
+
+/**
+ * A browser (a request with an Origin) must send what no plain HTML form or link can: a gRPC or
+ * streaming content type, the Connect-Protocol-Version header, or, for GET, connect=v1. Such requests
+ * need a CORS preflight, so a page from an origin that is not allowed cannot send them at all.
+ */
+function crossSiteGuard(req: HttpRequest): ConnectError | null {
+  if (firstHeader(req, "origin") === undefined) return null;
+  if (/^application\/(grpc|connect\+)/i.test(firstHeader(req, "content-type") ?? "")) return null;
+  if (req.method === "GET" ? /[?&]connect=v1(&|$)/.test(req.url ?? "") : firstHeader(req, "connect-protocol-version") !== undefined) {
+    return null;
+  }
+  return new MeterError(
+    Code.InvalidArgument,
+    "CONNECT_PROTOCOL_HEADER_REQUIRED",
+    "a request from a browser must send the header Connect-Protocol-Version: 1 (connect-web does)",
+  );
 }
 
 /** Rewrites the request's timeout header to min(client timeout, capMs), in its protocol's format. */
@@ -162,17 +202,29 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
       }
       if (allowedOrigin !== undefined) {
         res.setHeader("Access-Control-Allow-Origin", allowedOrigin);
-        res.setHeader("Access-Control-Expose-Headers", cors.exposedHeaders.join(", "));
+        res.setHeader("Access-Control-Expose-Headers", EXPOSE_HEADERS);
       }
 
       const path = (req.url ?? "").split("?", 1)[0] ?? "";
       const method = methods.get(path);
       if (method !== undefined) {
+        const refused = crossSiteGuard(req);
+        if (refused !== null) {
+          writeEarlyError(req, res, refused);
+          return;
+        }
         if (!publicServices.has(serviceOfPath(path) ?? "")) {
           const header: HeaderReader = (name) => firstHeader(req, name.toLowerCase());
-          const principal = options.authenticate(header);
+          let principal: Principal | null;
+          try {
+            principal = options.authenticate(header, path);
+          } catch (err) {
+            if (!(err instanceof ConnectError)) throw err;
+            writeEarlyError(req, res, err);
+            return;
+          }
           if (principal === null) {
-            writeUnauthenticated(req, res, unauthenticatedError(header));
+            writeEarlyError(req, res, unauthenticatedError(header));
             return;
           }
           principals.set(req, principal);

@@ -8,6 +8,7 @@ import type { Metrics } from "../metering/metrics.js";
 import { MeterError, invalid } from "../metering/errors.js";
 import type { Caller } from "../metering/types.js";
 import { principalKey } from "./context.js";
+import { checkScope, checkTokenTrack, customerTokenOf, requireSecretKey, tokenExpired, visibleTo } from "./customer-scope.js";
 import { denyReasonToMsg, metricToMsg, trackInputFromMsg, trackOutcomeToMsg, usageToMsg } from "./convert.js";
 
 export const MAX_BATCH = 1000;
@@ -36,10 +37,13 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
 
   return {
     async track(req, ctx) {
+      const token = customerTokenOf(ctx);
+      if (token) checkTokenTrack(token, req);
       return trackOutcomeToMsg(await meter.track(trackInputFromMsg(req), callerOf(ctx)));
     },
 
     async trackBatch(req, ctx) {
+      requireSecretKey(ctx, "TrackBatch");
       checkBatchSize(req.events);
       return { results: await trackAll(req.events, callerOf(ctx)) };
     },
@@ -47,6 +51,7 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
     // One request at a time: the next is not read until the current one is durable and acknowledged,
     // so HTTP/2 flow control holds back a sender that outpaces the ledger.
     async *trackStream(requests, ctx) {
+      requireSecretKey(ctx, "TrackStream");
       const caller = callerOf(ctx);
       let sequence = 0n;
       for await (const req of requests) {
@@ -56,7 +61,8 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       }
     },
 
-    async setUsage(req) {
+    async setUsage(req, ctx) {
+      requireSecretKey(ctx, "SetUsage");
       const o = await meter.setUsage({
         customerId: req.customerId,
         featureKey: req.featureKey,
@@ -75,19 +81,36 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       };
     },
 
-    async check(req) {
+    async check(req, ctx) {
+      const token = customerTokenOf(ctx);
+      if (token) checkScope(token, req.customerId, req.featureKey);
       const c = await meter.check(req.customerId, req.featureKey, req.amount);
       return { allowed: c.allowed, usage: usageToMsg(c.usage), denyReason: denyReasonToMsg(c.denyReason) };
     },
 
-    async getMetrics(req) {
-      return { metrics: (await metrics.get(req.customerId, req.featureKey)).map(metricToMsg) };
+    async getMetrics(req, ctx) {
+      const token = customerTokenOf(ctx);
+      if (token) checkScope(token, req.customerId, req.featureKey);
+      return { metrics: visibleTo(token, await metrics.get(req.customerId, req.featureKey)).map(metricToMsg) };
     },
 
+    // With a customer token, the stream ends with UNAUTHENTICATED when the token expires.
     async *watchUsage(req, ctx) {
-      for await (const batch of metrics.watch(req.customerId, req.featureKey, ctx.signal)) {
-        yield { metrics: batch.map(metricToMsg) };
+      const token = customerTokenOf(ctx);
+      if (token) checkScope(token, req.customerId, req.featureKey);
+      const expiry = new AbortController();
+      const timer = token ? setTimeout(() => expiry.abort(), Math.max(0, token.expiresAt - Date.now())) : undefined;
+      try {
+        let first = true;
+        for await (const batch of metrics.watch(req.customerId, req.featureKey, AbortSignal.any([ctx.signal, expiry.signal]))) {
+          const shown = visibleTo(token, batch);
+          if (first || shown.length > 0) yield { metrics: shown.map(metricToMsg) };
+          first = false;
+        }
+      } finally {
+        clearTimeout(timer);
       }
+      if (token && expiry.signal.aborted && !ctx.signal.aborted) throw tokenExpired(token);
     },
   };
 }

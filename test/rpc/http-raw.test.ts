@@ -177,12 +177,57 @@ describe("CORS", () => {
   it("lets an allowed origin read responses, errors included", async () => {
     const res = await h1Request(servers.httpPort, {
       path: TRACK,
-      headers: { origin: ALLOWED_ORIGIN, "content-type": "application/json" },
+      headers: { origin: ALLOWED_ORIGIN, "content-type": "application/json", "connect-protocol-version": "1" },
       body: "{}",
     });
     expect(res.status).toBe(401);
     expect(res.headers["access-control-allow-origin"]).toBe(ALLOWED_ORIGIN);
-    expect(String(res.headers["access-control-expose-headers"])).toContain("Grpc-Status");
+    const exposed = String(res.headers["access-control-expose-headers"]);
+    expect(exposed).toContain("Grpc-Status");
+    expect(exposed).toContain("Retry-After");
+  });
+
+  it("never answers with a wildcard origin, nor allows credentials (cookies)", async () => {
+    for (const origin of [ALLOWED_ORIGIN, "https://evil.example.com", "null"]) {
+      const res = await preflight(origin);
+      expect(res.headers["access-control-allow-origin"]).not.toBe("*");
+      expect(res.headers["access-control-allow-credentials"]).toBeUndefined();
+    }
+  });
+
+  // A cross-site page can send a "simple" request (a form post, a link) without a preflight. Such a
+  // request cannot carry Authorization or X-Api-Key; the guard also refuses it before anything else.
+  it.each([
+    { name: "a form-like POST", method: "POST", path: TRACK, headers: { "content-type": "text/plain" } },
+    { name: "a JSON POST without Connect-Protocol-Version", method: "POST", path: TRACK, headers: { "content-type": "application/json" } },
+    { name: "a GET without connect=v1", method: "GET", path: "/meterd.v1.MeteringService/Check?encoding=json&message=%7B%7D", headers: {} },
+  ])("refuses $name from a browser with INVALID_ARGUMENT before reading it", async ({ method, path, headers }) => {
+    const before = servers.observed.trackCalls;
+    const res = await h1Request(servers.httpPort, {
+      method,
+      path,
+      headers: { origin: "https://evil.example.com", authorization: `Bearer ${KEY}`, ...headers },
+      ...(method === "POST" ? { body: "{}" } : {}),
+    });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body.toString())).toMatchObject({
+      code: "invalid_argument",
+      message: expect.stringMatching(/Connect-Protocol-Version: 1/),
+      details: [{ type: "meterd.v1.ErrorDetail", debug: { reason: "CONNECT_PROTOCOL_HEADER_REQUIRED" } }],
+    });
+    expect(res.headers["access-control-allow-origin"]).toBeUndefined();
+    expect(servers.observed.trackCalls).toBe(before);
+  });
+
+  it("lets browser requests through when they carry what only a preflighted request can", async () => {
+    for (const headers of [
+      { "content-type": "application/json", "connect-protocol-version": "1" },
+      { "content-type": "application/grpc-web+proto" },
+    ]) {
+      const res = await h1Request(servers.httpPort, { path: TRACK, headers: { origin: ALLOWED_ORIGIN, ...headers }, body: "" });
+      // Past the guard: refused for the missing key instead.
+      expect(res.headers["grpc-status"] ?? String(res.status)).toMatch(/^(16|401)$/);
+    }
   });
 });
 
