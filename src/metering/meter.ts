@@ -391,13 +391,16 @@ export class Meter {
     return outcomeOk;
   }
 
-  /** Whether an event whose commit failed is in the ledger after all; asks a few times. */
+  /**
+   * Whether an event whose commit failed is in the ledger after all. Asked twice, briefly: when the
+   * ledger stays away, "unknown" is safe (the event waits in the outbox), and the caller is not held.
+   */
   private async landed(eventId: string): Promise<"yes" | "no" | "unknown"> {
-    for (let attempt = 0; attempt < 3; attempt++) {
+    for (let attempt = 0; attempt < 2; attempt++) {
       try {
         return (await this.ledger.findById(eventId)) === null ? "no" : "yes";
       } catch {
-        await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)));
+        if (attempt === 0) await new Promise((resolve) => setTimeout(resolve, 100));
       }
     }
     return "unknown";
