@@ -40,35 +40,39 @@ export function invalid(field: string, rule: string, reason: string): MeterError
   return new MeterError(Code.InvalidArgument, reason, `${field} ${rule}`, field, rule);
 }
 
-/** The fast path (Redis) did not answer: nothing was decided. Fail closed rather than guess a limit. */
-export function fastPathUnavailable(cause: unknown): MeterError {
-  const error = new MeterError(
-    Code.Unavailable,
-    "FAST_PATH_UNAVAILABLE",
-    "the fast path is unavailable; nothing was counted, retry with the same idempotency key",
-  );
+/** UNAVAILABLE: the one code a client retries, with the same idempotency key. */
+function unavailable(reason: string, message: string, cause: unknown): MeterError {
+  const error = new MeterError(Code.Unavailable, reason, message);
   error.cause = cause;
   return error;
+}
+
+/**
+ * The fast path (Redis) did not answer: fail closed rather than guess a limit. An event it applied
+ * without answering waits in the outbox and is committed once, so a retry with the same key is safe.
+ */
+export function fastPathUnavailable(cause: unknown): MeterError {
+  return unavailable(
+    "FAST_PATH_UNAVAILABLE",
+    "the fast path did not answer; retry with the same idempotency key, the event is counted at most once",
+    cause,
+  );
 }
 
 /** The commit's outcome is unknown (its reply was lost and the ledger cannot be asked). */
 export function commitUnknown(cause: unknown): MeterError {
-  const error = new MeterError(
-    Code.Unavailable,
+  return unavailable(
     "COMMIT_OUTCOME_UNKNOWN",
     "the ledger did not confirm the commit; the event is kept and committed once the ledger answers: retry with the same idempotency key to learn its outcome",
+    cause,
   );
-  error.cause = cause;
-  return error;
 }
 
-/** The ledger could not commit: nothing was counted, and a retry with the same key is safe. */
+/** The ledger could not be reached, or refused the commit: nothing was counted. */
 export function ledgerUnavailable(cause: unknown): MeterError {
-  const error = new MeterError(
-    Code.Unavailable,
+  return unavailable(
     "LEDGER_UNAVAILABLE",
     "the ledger could not commit the event; nothing was counted, retry with the same idempotency key",
+    cause,
   );
-  error.cause = cause;
-  return error;
 }
