@@ -80,6 +80,8 @@ export interface FastPath {
   applyMany(reqs: ApplyRequest[]): Promise<ApplyResult[]>;
   /** After the ledger commit: keep `result` for replays of the key. */
   settle(customerId: string, dedupeKey: string, result: string): Promise<void>;
+  /** settle() for many events, in one round trip where the backend allows. */
+  settleMany(items: ReadonlyArray<{ customerId: string; dedupeKey: string; result: string }>): Promise<void>;
   /** The commit failed or found the event already there: undo an APPLIED request and forget its key. */
   revert(req: ApplyRequest, applied: { delta: number }): Promise<void>;
   /** Applied events pending for longer than `olderThanMs`: their process may have died before its commit. */

@@ -87,6 +87,10 @@ export class MemoryFastPath implements FastPath {
     return results;
   }
 
+  async settleMany(items: ReadonlyArray<{ customerId: string; dedupeKey: string; result: string }>): Promise<void> {
+    for (const { customerId, dedupeKey, result } of items) await this.settle(customerId, dedupeKey, result);
+  }
+
   async settle(customerId: string, dedupeKey: string, result: string): Promise<void> {
     const id = keyId(customerId, dedupeKey);
     const record = this.keys.get(id);

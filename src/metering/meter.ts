@@ -7,7 +7,14 @@ import type { Logger } from "pino";
 import type { Catalog } from "../catalog/catalog.js";
 import type { Customer, Feature } from "../catalog/types.js";
 import type { ApplyRequest, ApplyResult, FastPath } from "../fastpath/fastpath.js";
-import { type EventKind, type Ledger, type LedgerEvent, NotWrittenError, type StoredEvent } from "../ledger/ledger.js";
+import {
+  type AppendOutcome,
+  type EventKind,
+  type Ledger,
+  type LedgerEvent,
+  NotWrittenError,
+  type StoredEvent,
+} from "../ledger/ledger.js";
 import type { UsageChanges } from "./changes.js";
 import { counterRef, Counters, failClosed, ledgerDown } from "./counters.js";
 import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsToNumber } from "./decimal.js";
@@ -36,6 +43,8 @@ interface Prepared {
   terms: Terms | null;
   row: Omit<LedgerEvent, "amount" | "credits">;
 }
+
+type Applied = Extract<ApplyResult, { code: "APPLIED" }>;
 
 /** How long a retry waits for the same key's first attempt to commit. */
 const PENDING_WAIT_MS = 5_000;
@@ -95,11 +104,19 @@ export class Meter {
     // If the one round trip fails, each event tries again on its own.
     const first = pending.length > 0 ? await this.fastPath.applyMany(pending.map((p) => p.req)).catch(() => []) : [];
     const firstOf = new Map(pending.map((p, i) => [p, first[i]]));
+    // The events applied at the first try are committed in one ledger call and settled in one round trip.
+    const applied = pending.flatMap((p) => {
+      const result = firstOf.get(p);
+      return result?.code === "APPLIED" ? [[p, result] as const] : [];
+    });
+    const committed = new Map(applied.map(([p], i) => [p, i]));
+    const commits = applied.length > 0 ? this.commitMany(applied) : Promise.resolve([]);
     return Promise.all(
       prepared.map(async (p) => {
         if (p instanceof Error || "eventId" in p) return p;
         try {
-          return await this.execute(p, firstOf.get(p));
+          const at = committed.get(p);
+          return at === undefined ? await this.execute(p, firstOf.get(p)) : (await commits)[at]!;
         } catch (error) {
           return error instanceof Error ? error : new Error(String(error));
         }
@@ -341,54 +358,88 @@ export class Meter {
     throw new MeterError(Code.Unavailable, "BUSY", "the event could not be decided in time; retry with the same idempotency key");
   }
 
-  private async commit(p: Prepared, applied: Extract<ApplyResult, { code: "APPLIED" }>): Promise<TrackOutcome> {
-    const precision = p.terms?.feature.precision ?? 0;
-    const event: LedgerEvent = {
-      ...p.row,
-      amount: unitsToDecimal(applied.delta, precision),
-      credits: unitsToDecimal(p.req.walletDelta, CREDIT_PRECISION),
-    };
-    // The answer is built before the commit, so that nothing can fail between a commit and its answer.
-    const consumed = p.req.counter ? applied.after : 0;
-    const outcomeOk: TrackOutcome = {
-      eventId: p.req.eventId,
-      allowed: true,
-      denyReason: null,
-      duplicate: false,
-      usage: p.terms
-        ? snapshot(p.terms, consumed, applied.walletAfter, -p.req.walletDelta)
-        : walletOnly(applied.walletAfter),
-      thresholdsCrossed: p.terms ? thresholdsCrossed(p.terms, applied.before, applied.after) : [],
-      delta: p.terms ? unitsToNumber(applied.delta, precision) : 0,
-    };
-    let outcome;
+  private async commit(p: Prepared, applied: Applied): Promise<TrackOutcome> {
+    const [outcome] = await this.commitMany([[p, applied]]);
+    if (outcome instanceof Error) throw outcome;
+    return outcome!;
+  }
+
+  /**
+   * Commits applied events in one ledger call (the group committer may join them with others), then
+   * settles the committed ones in one fast-path round trip. One outcome per event, in order.
+   */
+  private async commitMany(items: ReadonlyArray<readonly [Prepared, Applied]>): Promise<Array<TrackOutcome | Error>> {
+    // The answers are built before the commit, so that nothing can fail between a commit and its answer.
+    const built = items.map(([p, applied]) => this.answerFor(p, applied));
+    let appended: AppendOutcome[] | null = null;
+    let failure: unknown = null;
     try {
-      [outcome] = await this.ledger.append([event]);
+      appended = await this.ledger.append(built.map((b) => b.event));
     } catch (error) {
-      const landed = error instanceof NotWrittenError ? "no" : await this.landed(p.req.eventId);
-      if (landed === "no") {
-        await this.fastPath.revert(p.req, applied).catch(() => undefined);
-        throw ledgerUnavailable(error);
-      }
-      if (landed === "unknown") {
-        // The COMMIT may have landed with only its reply lost. Neither undo nor answer: the event stays
-        // pending in the outbox, and the sweeper commits it (or finds it) once the ledger answers.
-        throw commitUnknown(error);
-      }
-      outcome = { inserted: true as const };
+      failure = error;
     }
-    if (!outcome?.inserted) {
-      // The ledger already holds this key: an event that the fast path no longer knew about.
-      await this.fastPath.revert(p.req, applied).catch(failClosed);
-      return this.fromExisting(p, outcome?.existing);
+    const settle: Array<{ customerId: string; dedupeKey: string; result: string }> = [];
+    const results = await Promise.all(
+      items.map(async ([p, applied], i): Promise<TrackOutcome | Error> => {
+        try {
+          const outcome = appended?.[i] ?? (await this.afterFailedAppend(p, applied, failure));
+          if (!outcome.inserted) {
+            // The ledger already holds this key: an event that the fast path no longer knew about.
+            await this.fastPath.revert(p.req, applied).catch(failClosed);
+            return await this.fromExisting(p, outcome.existing);
+          }
+          settle.push({ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, result: JSON.stringify(built[i]!.answer) });
+          return built[i]!.answer;
+        } catch (error) {
+          return error instanceof Error ? error : new Error(String(error));
+        }
+      }),
+    );
+    // Durable now: the answers are ALLOWED whatever happens next. A settle that fails leaves the events
+    // in the outbox, where the sweeper settles them.
+    if (settle.length > 0) {
+      await this.fastPath.settleMany(settle).catch((error: unknown) => {
+        this.logger?.warn({ err: error, events: settle.length }, "committed events not settled in the fast path; the sweeper will");
+      });
     }
-    // Durable now: the answer is ALLOWED whatever happens next. A settle that fails leaves the event in
-    // the outbox, where the sweeper settles it.
-    await this.fastPath.settle(p.req.customerId, p.req.dedupeKey, JSON.stringify(outcomeOk)).catch((error: unknown) => {
-      this.logger?.warn({ err: error, eventId: p.req.eventId }, "committed event not settled in the fast path; the sweeper will");
-    });
-    this.changes.notify(p.req.customerId, p.row.featureKey);
-    return outcomeOk;
+    const changed = new Map(items.map(([p]) => [`${p.req.customerId}\u0000${p.row.featureKey}`, p] as const));
+    for (const p of changed.values()) this.changes.notify(p.req.customerId, p.row.featureKey);
+    return results;
+  }
+
+  /** The ledger row of an applied event, and the answer it gets once committed. */
+  private answerFor(p: Prepared, applied: Applied): { event: LedgerEvent; answer: TrackOutcome } {
+    const precision = p.terms?.feature.precision ?? 0;
+    const consumed = p.req.counter ? applied.after : 0;
+    return {
+      event: {
+        ...p.row,
+        amount: unitsToDecimal(applied.delta, precision),
+        credits: unitsToDecimal(p.req.walletDelta, CREDIT_PRECISION),
+      },
+      answer: {
+        eventId: p.req.eventId,
+        allowed: true,
+        denyReason: null,
+        duplicate: false,
+        usage: p.terms ? snapshot(p.terms, consumed, applied.walletAfter, -p.req.walletDelta) : walletOnly(applied.walletAfter),
+        thresholdsCrossed: p.terms ? thresholdsCrossed(p.terms, applied.before, applied.after) : [],
+        delta: p.terms ? unitsToNumber(applied.delta, precision) : 0,
+      },
+    };
+  }
+
+  /** After a failed append: the event landed after all, or it is undone, or its outcome stays unknown. */
+  private async afterFailedAppend(p: Prepared, applied: Applied, error: unknown): Promise<AppendOutcome> {
+    const landed = error instanceof NotWrittenError ? "no" : await this.landed(p.req.eventId);
+    if (landed === "yes") return { inserted: true };
+    if (landed === "no") {
+      await this.fastPath.revert(p.req, applied).catch(() => undefined);
+      throw ledgerUnavailable(error);
+    }
+    // The COMMIT may have landed with only its reply lost. Neither undo nor answer: the event stays
+    // pending in the outbox, and the sweeper commits it (or finds it) once the ledger answers.
+    throw commitUnknown(error);
   }
 
   /**

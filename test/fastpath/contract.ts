@@ -294,6 +294,21 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
         expect(first.after).toBe(2);
       });
 
+      it("settleMany settles each event: no longer stale, and replays get their own result", async () => {
+        const a = add(1, { dedupeKey: "sm-a" });
+        const b = add(2, { dedupeKey: "sm-b" });
+        await applied(a);
+        await applied(b);
+        await fp.settleMany([
+          { customerId: customer, dedupeKey: "sm-a", result: '{"a":1}' },
+          { customerId: customer, dedupeKey: "sm-b", result: '{"b":2}' },
+        ]);
+        expect((await fp.staleEvents(0, 100)).filter((s) => s.customerId === customer)).toEqual([]);
+        expect(await fp.apply({ ...a, eventId: `evt_${randomUUID()}` })).toEqual({ code: "DUPLICATE", result: '{"a":1}' });
+        expect(await fp.apply({ ...b, eventId: `evt_${randomUUID()}` })).toEqual({ code: "DUPLICATE", result: '{"b":2}' });
+        expect(await counterValue()).toBe(3);
+      });
+
       it("returns at most `max` stale events", async () => {
         for (let i = 0; i < 5; i++) await applied(add(1, { dedupeKey: `many-${i}` }));
         await new Promise((resolve) => setTimeout(resolve, 20));

@@ -126,6 +126,15 @@ export class RedisFastPath implements FastPath {
     return results;
   }
 
+  async settleMany(items: ReadonlyArray<{ customerId: string; dedupeKey: string; result: string }>): Promise<void> {
+    if (items.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const { customerId, dedupeKey, result } of items) {
+      pipeline.meterdSettle(this.keys.record(customerId, dedupeKey), this.keys.outbox(customerId), result, this.settledTtl);
+    }
+    await execPipeline(pipeline);
+  }
+
   async settle(customerId: string, dedupeKey: string, result: string): Promise<void> {
     await this.redis.meterdSettle(this.keys.record(customerId, dedupeKey), this.keys.outbox(customerId), result, this.settledTtl);
   }
