@@ -41,6 +41,8 @@ async function connectRedis(url: string, logger: Logger): Promise<Redis> {
     maxRetriesPerRequest: 2,
     enableOfflineQueue: false,
     commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    // Commands issued in the same tick (concurrent Tracks) go out in one write.
+    enableAutoPipelining: true,
     keepAlive: 10_000,
     // Reconnect within a second once Redis is back, rather than ioredis' default backoff of up to 5 s.
     retryStrategy: (attempt: number) => Math.min(attempt * 100, 1_000),

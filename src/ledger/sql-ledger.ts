@@ -102,7 +102,7 @@ const INSERT = `WITH batch AS (
     b.fingerprint, b.occurred_at::timestamptz, b.properties::jsonb
   FROM batch b JOIN claimed c ON c.event_id = b.id
   ORDER BY b.ord
-  RETURNING ${COLUMNS}`;
+  RETURNING e.id`;
 
 /** The stored rows that hold any of the ids ($1), or any of the (customer, key) pairs ($2, $3). */
 const SELECT_CONFLICTS = `WITH hits AS (
@@ -322,7 +322,7 @@ async function writeBatch(tx: SqlExecutor, events: Prepared[]): Promise<(EventRo
     unique.push(e);
   });
 
-  const inserted = await tx.query<EventRow>(INSERT, [
+  const inserted = await tx.query<{ id: string }>(INSERT, [
     unique.map((e) => e.id),
     unique.map((e) => e.customerId),
     unique.map((e) => e.featureKey),
@@ -334,15 +334,18 @@ async function writeBatch(tx: SqlExecutor, events: Prepared[]): Promise<(EventRo
     unique.map((e) => e.occurredAt),
     unique.map((e) => e.properties),
   ]);
-  const insertedRows = new Map(inserted.rows.map((r) => [r.id, r]));
+  const insertedIds = new Set(inserted.rows.map((r) => r.id));
 
-  const conflicted = unique.filter((e) => !insertedRows.has(e.id));
+  // Rows to read back: those the events collided with, and the inserted ones that a repeat within the
+  // batch reports as already there.
+  const conflicted = unique.filter((e) => !insertedIds.has(e.id));
+  const repeated = [...new Set(firstOf.filter((first, i) => first !== i))].map((i) => events[i]!).filter((e) => insertedIds.has(e.id));
   const existingById = new Map<string, EventRow>();
   const existingByKey = new Map<string, EventRow>();
-  if (conflicted.length > 0) {
+  if (conflicted.length > 0 || repeated.length > 0) {
     const keyed = conflicted.filter((e) => e.idempotencyKey !== null);
     const found = await tx.query<EventRow>(SELECT_CONFLICTS, [
-      conflicted.map((e) => e.id),
+      [...conflicted, ...repeated].map((e) => e.id),
       keyed.map((e) => e.customerId),
       keyed.map((e) => e.idempotencyKey),
     ]);
@@ -358,9 +361,9 @@ async function writeBatch(tx: SqlExecutor, events: Prepared[]): Promise<(EventRo
   events.forEach((e, i) => {
     const first = firstOf[i]!;
     if (first === i) {
-      const own = insertedRows.get(e.id);
-      if (own) {
-        storedOf.set(i, own);
+      if (insertedIds.has(e.id)) {
+        const own = existingById.get(e.id);
+        if (own) storedOf.set(i, own);
         outcomes.push(undefined);
         return;
       }
