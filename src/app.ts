@@ -58,7 +58,7 @@ async function connectRedis(url: string, logger: Logger): Promise<Redis> {
 }
 
 const PARTITIONS_EVERY_MS = 6 * 3600_000;
-const REDIS_COMMAND_TIMEOUT_MS = 2_000;
+const REDIS_COMMAND_TIMEOUT_MS = 1_000;
 
 /** Events pending this long are taken for dead: far beyond a commit's normal latency. */
 const SWEEP_AFTER_MS = 3_000;

@@ -165,19 +165,28 @@ export class RedisFastPath implements FastPath {
     do {
       const [next, outboxes] = await this.redis.scan(cursor, "MATCH", this.keys.outboxPattern(), "COUNT", 1000);
       cursor = next;
-      for (const outbox of outboxes) {
-        const recordKeys = await this.redis.zrangebyscore(outbox, "-inf", cutoff, "LIMIT", 0, max - stale.length);
-        for (const recordKey of recordKeys) {
-          const [eventId, delta, walletDelta, row, result] = await this.redis.hmget(recordKey, "eid", "delta", "wdelta", "row", "result");
-          if (eventId == null || row == null || result != null || delta == null || walletDelta == null) {
-            await this.redis.zrem(outbox, recordKey); // settled or gone: not an outbox entry any more
-            continue;
-          }
-          const parsed = JSON.parse(row) as { customerId: string; dedupeKey: string };
-          stale.push({ customerId: parsed.customerId, dedupeKey: parsed.dedupeKey, eventId, delta: int(delta), walletDelta: int(walletDelta), record: row });
+      if (outboxes.length === 0) continue;
+      // Three round trips a page of outboxes, whatever their number: the sweeper runs every second.
+      const ranges = this.redis.pipeline();
+      for (const outbox of outboxes) ranges.zrangebyscore(outbox, "-inf", cutoff, "LIMIT", 0, max);
+      const found = ((await execPipeline(ranges)) as string[][]).flatMap((keys, i) => keys.map((key) => [outboxes[i]!, key] as const));
+      if (found.length === 0) continue;
+      const reads = this.redis.pipeline();
+      for (const [, recordKey] of found) reads.hmget(recordKey, "eid", "delta", "wdelta", "row", "result");
+      const records = (await execPipeline(reads)) as Array<Array<string | null>>;
+      const gone = this.redis.pipeline();
+      records.forEach(([eventId, delta, walletDelta, row, result], i) => {
+        const [outbox, recordKey] = found[i]!;
+        if (eventId == null || row == null || result != null || delta == null || walletDelta == null) {
+          gone.zrem(outbox, recordKey); // settled or gone: not an outbox entry any more
+          return;
         }
-        if (stale.length >= max) return stale;
-      }
+        if (stale.length >= max) return;
+        const parsed = JSON.parse(row) as { customerId: string; dedupeKey: string };
+        stale.push({ customerId: parsed.customerId, dedupeKey: parsed.dedupeKey, eventId, delta: int(delta), walletDelta: int(walletDelta), record: row });
+      });
+      if (gone.length > 0) await execPipeline(gone);
+      if (stale.length >= max) return stale;
     } while (cursor !== "0");
     return stale;
   }
