@@ -1,0 +1,83 @@
+// Figures, their floors and targets: the printed table, the Markdown table for the README, and
+// bench/results/latest.json (an array of {name, value, unit, floor, ratio}).
+
+export interface Figure {
+  name: string;
+  value: number;
+  unit: string;
+  /** The floor measured in the same run, in the same unit; null when the figure has none. */
+  floor: number | null;
+  /** What the floor is, e.g. "bare grpc-js echo". */
+  floorName?: string;
+  /** value / floor (for latency and CPU too: lower is better there). */
+  ratio: number | null;
+  /** The issue's target on the ratio, e.g. { op: ">=", ratio: 0.75 }. */
+  target?: { op: ">=" | "<="; ratio: number };
+  note?: string;
+}
+
+export function figure(f: Omit<Figure, "ratio">): Figure {
+  const ratio = f.floor === null || !Number.isFinite(f.floor) || f.floor === 0 ? null : f.value / f.floor;
+  return { ...f, ratio };
+}
+
+export function passes(f: Figure): boolean | null {
+  if (!f.target) return null;
+  if (f.ratio === null || !Number.isFinite(f.ratio)) return false;
+  return f.target.op === ">=" ? f.ratio >= f.target.ratio : f.ratio <= f.target.ratio;
+}
+
+export function formatNumber(value: number, unit: string): string {
+  if (!Number.isFinite(value)) return "n/a";
+  if (unit === "ms") return value < 10 ? value.toFixed(2) : value.toFixed(1);
+  if (unit === "MiB") return value.toFixed(0);
+  if (unit === "µs/call" || unit === "µs/event") return value < 100 ? value.toFixed(1) : value.toFixed(0);
+  if (unit === "x") return value.toFixed(2);
+  return Math.round(value).toLocaleString("en-US");
+}
+
+function cells(f: Figure): string[] {
+  const pass = passes(f);
+  return [
+    f.name,
+    f.value === Infinity && f.unit === "ms" ? `saturated${f.note ? ` (${f.note})` : ""}` : `${formatNumber(f.value, f.unit)} ${f.unit}`,
+    f.floor === null ? "" : `${formatNumber(f.floor, f.unit)} ${f.unit}${f.floorName ? ` (${f.floorName})` : ""}`,
+    f.ratio === null ? "" : Number.isFinite(f.ratio) ? f.ratio.toFixed(2) : "∞",
+    f.target ? `${f.target.op === ">=" ? "≥" : "≤"} ${f.target.ratio}` : "",
+    pass === null ? "" : pass ? "pass" : "FAIL",
+  ];
+}
+
+const HEADER = ["figure", "value", "floor (same run)", "ratio", "target", "result"];
+
+export function textTable(figures: Figure[]): string {
+  const rows = [HEADER, ...figures.map(cells)];
+  const widths = HEADER.map((_, c) => Math.max(...rows.map((r) => [...r[c]!].length)));
+  const line = (r: string[]) => r.map((cell, c) => cell + " ".repeat(widths[c]! - [...cell].length)).join("  ").trimEnd();
+  return [line(rows[0]!), widths.map((w) => "-".repeat(w)).join("  "), ...rows.slice(1).map(line)].join("\n");
+}
+
+export function markdownTable(figures: Figure[]): string {
+  const rows = figures.map(cells);
+  return [
+    `| ${HEADER.join(" | ")} |`,
+    `| ${HEADER.map((_, i) => (i === 0 ? "---" : i === 3 ? "---:" : "---")).join(" | ")} |`,
+    ...rows.map((r) => `| ${r.map((c) => c.replace(/\|/g, "\\|")).join(" | ")} |`),
+  ].join("\n");
+}
+
+/** latest.json: exactly the issue's shape, numbers rounded to what the table shows (a saturated latency is null). */
+export function latestJson(figures: Figure[]): Array<{ name: string; value: number | null; unit: string; floor: number | null; ratio: number | null }> {
+  const round = (v: number, unit: string): number | null => {
+    if (!Number.isFinite(v)) return null;
+    if (unit === "ms" || unit === "µs/call" || unit === "µs/event" || unit === "x") return Math.round(v * 100) / 100;
+    return Math.round(v);
+  };
+  return figures.map((f) => ({
+    name: f.name,
+    value: round(f.value, f.unit),
+    unit: f.unit,
+    floor: f.floor === null ? null : round(f.floor, f.unit),
+    ratio: f.ratio === null || !Number.isFinite(f.ratio) ? null : Math.round(f.ratio * 1000) / 1000,
+  }));
+}
