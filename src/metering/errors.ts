@@ -76,3 +76,17 @@ export function ledgerUnavailable(cause: unknown): MeterError {
     cause,
   );
 }
+
+/**
+ * The ledger refused the event for what it holds (a value Postgres can never store), not for its
+ * state: a retry would be refused the same way, so this is INVALID_ARGUMENT and never UNAVAILABLE.
+ */
+export function ledgerRefused(cause: unknown): MeterError {
+  const error = new MeterError(
+    Code.InvalidArgument,
+    "LEDGER_REFUSED_EVENT",
+    "the ledger refused the event: it can never be written as sent; nothing was counted, do not retry it unchanged",
+  );
+  error.cause = cause;
+  return error;
+}
