@@ -14,7 +14,7 @@ import type { HeaderReader, Principal } from "../auth/principal.js";
 import { MeterError } from "../metering/errors.js";
 import { principalKey } from "./context.js";
 import { encodeGrpcMessage, errorInterceptor, serviceOfPath, unauthenticatedError, type RpcLogger } from "./errors.js";
-import type { RpcService } from "./grpc-listener.js";
+import type { RpcService } from "./service.js";
 
 export type HttpRequest = http.IncomingMessage | http2.Http2ServerRequest;
 export type HttpResponse = http.ServerResponse | http2.Http2ServerResponse;

@@ -1,0 +1,68 @@
+// Two corrections to @grpc/grpc-js 1.14's server call, made where it decides before any interceptor
+// can see the call (BaseServerInterceptingCall, which the package exports under build/src).
+//
+// 1. Deadlines. grpc-js turns grpc-timeout into ms with `| 0` and hands it to setTimeout: 30 days
+//    (2,592,000,000 ms) wraps negative and the call is cut at once, 8760H wraps to a random value.
+//    Here a timeout past what a Node timer can hold (2^31-1 ms, about 24.8 days) is clamped to it.
+// 2. Caller's bytes answered INTERNAL. A request that does not decode (bad protobuf or UTF-8), does
+//    not decompress, or carries a malformed grpc-timeout gets INTERNAL from grpc-js, which makes a
+//    client's bug look like a server fault. Those statuses become INVALID_ARGUMENT; every other
+//    INTERNAL is left alone, so INTERNAL keeps meaning a fault worth an alert.
+import { createRequire } from "node:module";
+import { status as GrpcStatus, type StatusObject } from "@grpc/grpc-js";
+
+/** The longest timer Node keeps; a longer grpc-timeout is clamped to it. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const UNIT_MS = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 } as const;
+// As the gRPC spec writes it: at most 8 digits and a unit. grpc-js's own pattern is not anchored.
+const TIMEOUT = /^(\d{1,8})([HMSmun])$/;
+// 35,791 minutes = 2,147,460,000 ms: the longest whole-minute timeout under MAX_TIMER_MS, in 8 digits.
+const CLAMPED = `${Math.floor(MAX_TIMER_MS / 60_000)}M`;
+
+/** The grpc-js statuses for a caller's undecodable request, by their fixed details text. */
+const CALLER_FAULTS: ReadonlyArray<[RegExp, string]> = [
+  [/^Error deserializing request/, "the request message could not be decoded: invalid protobuf or UTF-8"],
+  [/^Failed to decompress message/, "the request message could not be decompressed"],
+  [/^Invalid grpc-timeout value/, "grpc-timeout must be 1 to 8 digits and a unit (H, M, S, m, u or n)"],
+];
+
+interface BaseCall {
+  handleTimeoutHeader(value: unknown): void;
+  sendStatus(status: Partial<StatusObject>): void;
+}
+
+let applied = false;
+
+export function applyGrpcJsFixes(): void {
+  if (applied) return;
+  applied = true;
+  const require = createRequire(import.meta.url);
+  const { BaseServerInterceptingCall } = require("@grpc/grpc-js/build/src/server-interceptors.js") as {
+    BaseServerInterceptingCall: { prototype: BaseCall };
+  };
+  const proto = BaseServerInterceptingCall.prototype;
+  const { handleTimeoutHeader, sendStatus } = proto;
+  if (typeof handleTimeoutHeader !== "function" || typeof sendStatus !== "function") {
+    throw new Error("@grpc/grpc-js changed: BaseServerInterceptingCall no longer has handleTimeoutHeader/sendStatus");
+  }
+
+  proto.handleTimeoutHeader = function (this: BaseCall, value: unknown) {
+    const match = TIMEOUT.exec(String(value));
+    // Not the spec's form (grpc-js would take the last 8 digits of "123456789S"): refused as invalid.
+    if (match === null) handleTimeoutHeader.call(this, "invalid");
+    else if (Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS] > MAX_TIMER_MS) handleTimeoutHeader.call(this, CLAMPED);
+    else handleTimeoutHeader.call(this, value);
+  };
+
+  proto.sendStatus = function (this: BaseCall, status: Partial<StatusObject>) {
+    if (status.code === GrpcStatus.INTERNAL && typeof status.details === "string") {
+      const fault = CALLER_FAULTS.find(([pattern]) => pattern.test(status.details!));
+      if (fault) {
+        sendStatus.call(this, { ...status, code: GrpcStatus.INVALID_ARGUMENT, details: fault[1] });
+        return;
+      }
+    }
+    sendStatus.call(this, status);
+  };
+}
