@@ -18,7 +18,7 @@ import {
 import { LimitKind } from "../../gen/meterd/v1/usage_pb.js";
 import { amountToUnits, MAX_PRECISION, unitsToDecimal } from "../metering/decimal.js";
 import { invalid } from "../metering/errors.js";
-import { checkCustomerId } from "../metering/validate.js";
+import { checkCustomerId, checkName, checkTimestampFields } from "../metering/validate.js";
 import type { Customer, Entitlement, Feature, Plan, ResetInterval } from "./types.js";
 
 export const FEATURE_KEY = /^[a-z][a-z0-9_]{0,63}$/;
@@ -39,8 +39,10 @@ const intervalMsgs = Object.fromEntries(Object.entries(intervals).map(([k, v]) =
   ResetIntervalMsg
 >;
 
+/** A title, product name or unit: shown to people and stored in the catalogue's jsonb, so no controls. */
 function text(value: string, field: string, max: number): string {
   if (value.length > max) throw invalid(field, `must be at most ${max} characters`, "TEXT_TOO_LONG");
+  checkName(value, field);
   return value;
 }
 
@@ -156,6 +158,7 @@ export function customerFromMsg(
     throw invalid(`${field}.plan_key`, `must name a known plan, "${msg.planKey}" is not one`, "UNKNOWN_PLAN");
   }
   const overrides = msg.overrides.map((e, i) => entitlementFromMsg(e, `${field}.overrides[${i}]`, known.feature));
+  if (msg.billingAnchor) checkTimestampFields(msg.billingAnchor, `${field}.billing_anchor`);
   return {
     id: msg.id,
     planKey: msg.planKey === "" ? null : msg.planKey,

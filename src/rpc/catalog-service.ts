@@ -10,7 +10,7 @@ import { decimalToUnits, unitsToNumber } from "../metering/decimal.js";
 import { invalid, MeterError } from "../metering/errors.js";
 import type { Meter } from "../metering/meter.js";
 import { CREDIT_PRECISION } from "../metering/usage.js";
-import { checkCustomerId } from "../metering/validate.js";
+import { checkCustomerId, checkStorableText } from "../metering/validate.js";
 import { principalKey } from "./context.js";
 
 function requireSecret(ctx: HandlerContext): void {
@@ -81,6 +81,8 @@ export function createCatalogService(deps: {
 
     async topUpCredits(req, ctx) {
       requireSecret(ctx);
+      // The description is stored with the ledger entry: refused here rather than by the ledger.
+      checkStorableText(req.description, "description");
       const o = await meter.topUp({
         customerId: req.customerId,
         amount: req.amount,

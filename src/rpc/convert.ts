@@ -5,6 +5,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { MetricSchema, TrackRequest, TrackResponseSchema } from "../../gen/meterd/v1/metering_pb.js";
 import { Decision, DenyReason, LimitKind, type UsageSchema } from "../../gen/meterd/v1/usage_pb.js";
 import type { DenyReason as DomainDenyReason, MetricView, TrackInput, TrackOutcome, UsageSnapshot } from "../metering/types.js";
+import { checkTimestampFields } from "../metering/validate.js";
 
 const denyReasons: Record<DomainDenyReason, DenyReason> = {
   limit_reached: DenyReason.LIMIT_REACHED,
@@ -70,7 +71,9 @@ export function metricToMsg(m: MetricView): MessageInitShape<typeof MetricSchema
   };
 }
 
+/** Throws INVALID_ARGUMENT for a timestamp that is not a valid Timestamp (see checkTimestampFields). */
 export function trackInputFromMsg(req: TrackRequest): TrackInput {
+  if (req.timestamp) checkTimestampFields(req.timestamp);
   return {
     customerId: req.customerId,
     featureKey: req.featureKey,

@@ -6,7 +6,7 @@ import { Decision } from "../../gen/meterd/v1/usage_pb.js";
 import type { Meter } from "../metering/meter.js";
 import type { Metrics } from "../metering/metrics.js";
 import { MeterError, invalid } from "../metering/errors.js";
-import type { Caller } from "../metering/types.js";
+import type { Caller, TrackInput } from "../metering/types.js";
 import { principalKey } from "./context.js";
 import { checkScope, checkTokenTrack, customerTokenOf, requireSecretKey, tokenExpired, visibleTo } from "./customer-scope.js";
 import { denyReasonToMsg, metricToMsg, trackInputFromMsg, trackOutcomeToMsg, usageToMsg } from "./convert.js";
@@ -23,9 +23,23 @@ function checkBatchSize(events: TrackRequest[]): void {
 }
 
 export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pick<Logger, "error">): ServiceImpl<typeof MeteringService> {
-  /** Every event of a batch is decided on its own; an invalid one gets its own error result. */
+  /**
+   * Every event of a batch is decided on its own; an invalid one gets its own error result. An event
+   * that cannot even be converted (an invalid timestamp) is left out of trackMany, not the batch.
+   */
   async function trackAll(events: TrackRequest[], caller: Caller) {
-    const outcomes = await meter.trackMany(events.map(trackInputFromMsg), caller);
+    const converted = events.map((event) => {
+      try {
+        return trackInputFromMsg(event);
+      } catch (error) {
+        if (error instanceof MeterError) return error;
+        throw error;
+      }
+    });
+    const inputs = converted.filter((c): c is TrackInput => !(c instanceof MeterError));
+    const tracked = inputs.length > 0 ? await meter.trackMany(inputs, caller) : [];
+    let next = 0;
+    const outcomes = converted.map((c) => (c instanceof MeterError ? c : tracked[next++]!));
     return outcomes.map((o, i) => {
       if (!(o instanceof Error)) return { outcome: { case: "tracked" as const, value: trackOutcomeToMsg(o) } };
       if (o instanceof MeterError) return { outcome: { case: "error" as const, value: o.under(`events[${i}]`).toEventError() } };
