@@ -6,15 +6,17 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { DescMethod } from "@bufbuild/protobuf";
-import { Code, ConnectError, cors, createContextValues, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, cors, createConnectRouter, createContextValues, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { codeToHttpStatus, endStreamFlag, endStreamToJson, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { HeaderReader, Principal } from "../auth/principal.js";
 import { MeterError } from "../metering/errors.js";
+import { clampTimeout, MAX_TIMER_MS } from "./connect-timeout.js";
 import { principalKey } from "./context.js";
 import { encodeGrpcMessage, errorInterceptor, serviceOfPath, unauthenticatedError, type RpcLogger } from "./errors.js";
 import type { RpcService } from "./service.js";
+import { acceptCompression, answerUndecodableAsInvalid, decodeFailureInterceptor } from "./undecodable-requests.js";
 
 export type HttpRequest = http.IncomingMessage | http2.Http2ServerRequest;
 export type HttpResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -35,7 +37,8 @@ export interface HttpListenerOptions {
   maxMessageBytes: number;
   /**
    * Unary and client-streaming calls time out after min(client timeout, this). Server and
-   * bidirectional streams (WatchUsage, TrackStream) are long-lived: only the client's timeout applies.
+   * bidirectional streams (WatchUsage, TrackStream) are long-lived: the client's timeout applies, up
+   * to MAX_TIMER_MS (about 24.8 days; see connect-timeout.ts).
    */
   maxTimeoutMs: number;
   logger: RpcLogger;
@@ -131,24 +134,6 @@ function crossSiteGuard(req: HttpRequest): ConnectError | null {
   );
 }
 
-/** Rewrites the request's timeout header to min(client timeout, capMs), in its protocol's format. */
-function capTimeout(req: HttpRequest, capMs: number): void {
-  const headers = req.headers as Record<string, string | string[] | undefined>;
-  const contentType = firstHeader(req, "content-type") ?? "";
-  if (/^application\/grpc/i.test(contentType)) {
-    const raw = firstHeader(req, "grpc-timeout");
-    const match = raw === undefined ? null : /^(\d{1,8})([HMSmun])$/.exec(raw);
-    if (raw !== undefined && match === null) return; // malformed: Connect reports it
-    const unitMs = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 } as const;
-    const ms = match === null ? Infinity : Number(match[1]) * unitMs[match[2] as keyof typeof unitMs];
-    if (ms > capMs) headers["grpc-timeout"] = `${capMs}m`;
-  } else {
-    const raw = firstHeader(req, "connect-timeout-ms");
-    if (raw !== undefined && !/^\d{1,10}$/.test(raw)) return;
-    if (raw === undefined || Number(raw) > capMs) headers["connect-timeout-ms"] = String(capMs);
-  }
-}
-
 export function createHttpListener(options: HttpListenerOptions): HttpListener {
   const { logger, maxTimeoutMs } = options;
   const publicServices = new Set(options.publicServices ?? ["grpc.health.v1.Health"]);
@@ -160,22 +145,36 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
     for (const method of service.methods) methods.set(`/${service.typeName}/${method.name}`, method);
   }
 
-  const connectHandler = connectNodeAdapter({
-    routes: (router) => {
-      for (const { service, impl } of options.services) {
-        router.service(service, impl as Partial<ServiceImpl<typeof service>>);
-      }
-    },
+  // connect-es's router, served through connect-node's request and response helpers rather than
+  // connectNodeAdapter, so that each unary handler can be wrapped (see undecodable-requests.ts).
+  const router = createConnectRouter({
     readMaxBytes: options.maxMessageBytes,
-    // No maxTimeoutMs here: Connect would refuse longer client timeouts, even on streams. capTimeout caps them.
+    // No maxTimeoutMs here: Connect would refuse longer client timeouts, even on streams. clampTimeout caps them.
     shutdownSignal: shutdown.signal,
-    interceptors: [errorInterceptor(logger), ...(options.interceptors ?? [])],
-    contextValues: (req) => createContextValues().set(principalKey, principals.get(req) ?? null),
-    fallback: (_req, res) => {
+    interceptors: [errorInterceptor(logger), decodeFailureInterceptor, ...(options.interceptors ?? [])],
+    acceptCompression,
+  });
+  for (const { service, impl } of options.services) {
+    router.service(service, impl as Partial<ServiceImpl<typeof service>>);
+  }
+  const handlers = new Map(router.handlers.map((h) => [h.requestPath, answerUndecodableAsInvalid(h)]));
+
+  function connectHandler(req: HttpRequest, res: HttpResponse): void {
+    const handler = handlers.get((req.url ?? "").split("?", 1)[0] ?? "");
+    if (handler === undefined) {
       res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
       res.end("not found\n");
-    },
-  });
+      return;
+    }
+    const contextValues = createContextValues().set(principalKey, principals.get(req) ?? null);
+    handler(universalRequestFromNodeRequest(req, res, undefined, contextValues))
+      .then((uRes) => universalResponseToNodeResponse(uRes, res))
+      .catch((reason: unknown) => {
+        // As connectNodeAdapter does: a call the client abandoned is not a failure of the server.
+        if (ConnectError.from(reason).code === Code.Aborted) return;
+        logger.error({ err: reason, url: req.url }, "connect handler failed");
+      });
+  }
 
   function handle(req: HttpRequest, res: HttpResponse): void {
     try {
@@ -229,7 +228,8 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
           }
           principals.set(req, principal);
         }
-        if (method.methodKind === "unary" || method.methodKind === "client_streaming") capTimeout(req, maxTimeoutMs);
+        const capped = method.methodKind === "unary" || method.methodKind === "client_streaming";
+        clampTimeout(req.headers, capped ? maxTimeoutMs : MAX_TIMER_MS, capped);
       }
       connectHandler(req, res);
     } catch (err) {
