@@ -131,6 +131,7 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
       async close() {
         clearInterval(partitions);
         await sweeper.stop();
+        await meter.drain();
         await sync?.stop();
         await relay?.stop();
         await ledger.close();

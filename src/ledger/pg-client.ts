@@ -1,6 +1,6 @@
 // SqlClient over node-postgres: a pool for single statements, a checked-out client for transactions.
 import pg from "pg";
-import type { SqlClient, SqlExecutor, SqlResult } from "./sql.js";
+import type { QueryOptions, SqlClient, SqlExecutor, SqlResult } from "./sql.js";
 
 const INT8 = 20;
 const NUMERIC = 1700;
@@ -36,8 +36,9 @@ export function createPgClient(connectionString: string, options: PgClientOption
   let closed: Promise<void> | null = null;
 
   return {
-    async query<Row>(text: string, values?: unknown[]) {
-      return toResult<Row>(await pool.query(text, values));
+    async query<Row>(text: string, values?: unknown[], options?: QueryOptions) {
+      const config: pg.QueryConfig = options?.name === undefined ? { text, values: values ?? [] } : { name: options.name, text, values: values ?? [] };
+      return toResult<Row>(await pool.query(config));
     },
 
     async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {

@@ -282,7 +282,8 @@ export class SqlLedger implements Ledger {
     const events = batch.flatMap((p) => p.events);
     let rows: (EventRow | undefined)[];
     try {
-      rows = await this.sql.transaction((tx) => writeBatch(tx, events));
+      // One statement claims the keys and writes the rows: atomic on its own, so no BEGIN/COMMIT.
+      rows = await writeBatch(this.sql, events);
     } catch (err) {
       for (const p of batch) p.reject(err);
       return;
@@ -304,7 +305,7 @@ export class SqlLedger implements Ledger {
  * there: matched by id first, then by (customer, idempotency key). Within the batch, an event that
  * repeats an earlier one's id or key is not sent; it reports the earlier one's row.
  */
-async function writeBatch(tx: SqlExecutor, events: Prepared[]): Promise<(EventRow | undefined)[]> {
+async function writeBatch(sql: SqlExecutor, events: Prepared[]): Promise<(EventRow | undefined)[]> {
   const firstOf: number[] = [];
   const byId = new Map<string, number>();
   const byKey = new Map<string, number>();
@@ -322,7 +323,7 @@ async function writeBatch(tx: SqlExecutor, events: Prepared[]): Promise<(EventRo
     unique.push(e);
   });
 
-  const inserted = await tx.query<{ id: string }>(INSERT, [
+  const inserted = await sql.query<{ id: string }>(INSERT, [
     unique.map((e) => e.id),
     unique.map((e) => e.customerId),
     unique.map((e) => e.featureKey),
@@ -333,7 +334,7 @@ async function writeBatch(tx: SqlExecutor, events: Prepared[]): Promise<(EventRo
     unique.map((e) => e.fingerprint),
     unique.map((e) => e.occurredAt),
     unique.map((e) => e.properties),
-  ]);
+  ], { name: "meterd_ledger_insert" });
   const insertedIds = new Set(inserted.rows.map((r) => r.id));
 
   // Rows to read back: those the events collided with, and the inserted ones that a repeat within the
@@ -344,7 +345,8 @@ async function writeBatch(tx: SqlExecutor, events: Prepared[]): Promise<(EventRo
   const existingByKey = new Map<string, EventRow>();
   if (conflicted.length > 0 || repeated.length > 0) {
     const keyed = conflicted.filter((e) => e.idempotencyKey !== null);
-    const found = await tx.query<EventRow>(SELECT_CONFLICTS, [
+    // Read after the INSERT committed: under READ COMMITTED every row it collided with is visible.
+    const found = await sql.query<EventRow>(SELECT_CONFLICTS, [
       [...conflicted, ...repeated].map((e) => e.id),
       keyed.map((e) => e.customerId),
       keyed.map((e) => e.idempotencyKey),

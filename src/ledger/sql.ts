@@ -6,8 +6,16 @@ export interface SqlResult<Row> {
   rowCount: number;
 }
 
+export interface QueryOptions {
+  /**
+   * Names the statement so that the driver parses and plans it once per connection (pg's named
+   * prepared statements). A name must always go with the same text. Drivers without them ignore it.
+   */
+  name?: string;
+}
+
 export interface SqlExecutor {
-  query<Row = Record<string, unknown>>(text: string, values?: unknown[]): Promise<SqlResult<Row>>;
+  query<Row = Record<string, unknown>>(text: string, values?: unknown[], options?: QueryOptions): Promise<SqlResult<Row>>;
 }
 
 export interface SqlClient extends SqlExecutor {

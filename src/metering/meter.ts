@@ -60,6 +60,7 @@ export class Meter {
   private readonly logger: Pick<Logger, "warn"> | undefined;
   readonly counters: Counters;
   private readonly sweeper: OutboxSweeper;
+  private readonly settling = new Set<Promise<void>>();
 
   constructor(deps: MeterDeps) {
     this.counters = new Counters(deps.fastPath, deps.ledger, deps.rebuildGraceMs);
@@ -395,16 +396,29 @@ export class Meter {
         }
       }),
     );
-    // Durable now: the answers are ALLOWED whatever happens next. A settle that fails leaves the events
-    // in the outbox, where the sweeper settles them.
-    if (settle.length > 0) {
-      await this.fastPath.settleMany(settle).catch((error: unknown) => {
-        this.logger?.warn({ err: error, events: settle.length }, "committed events not settled in the fast path; the sweeper will");
-      });
-    }
+    // Durable now: the answers are ALLOWED whatever happens next, so they go out without waiting for
+    // the settle. A retry that arrives before it lands finds the key pending and waits for it (see
+    // execute); a settle that fails leaves the events in the outbox, where the sweeper settles them.
+    if (settle.length > 0) this.settleLater(settle);
     const changed = new Map(items.map(([p]) => [`${p.req.customerId}\u0000${p.row.featureKey}`, p] as const));
     for (const p of changed.values()) this.changes.notify(p.req.customerId, p.row.featureKey);
     return results;
+  }
+
+  /** Settles committed events off the reply path; drain() waits for those still in flight. */
+  private settleLater(items: Array<{ customerId: string; dedupeKey: string; result: string }>): void {
+    const settling = this.fastPath
+      .settleMany(items)
+      .catch((error: unknown) => {
+        this.logger?.warn({ err: error, events: items.length }, "committed events not settled in the fast path; the sweeper will");
+      })
+      .finally(() => this.settling.delete(settling));
+    this.settling.add(settling);
+  }
+
+  /** Waits for the settles in flight, so that a clean shutdown leaves nothing for the sweeper. */
+  async drain(): Promise<void> {
+    while (this.settling.size > 0) await Promise.all(this.settling);
   }
 
   /** The ledger row of an applied event, and the answer it gets once committed. */

@@ -29,11 +29,11 @@ import {
   settleCounters,
   sleep,
   spawnMeterd,
+  isLedgerCommit,
 } from "./support.js";
 
 const skip = await faultsSkipReason();
 
-const isCommit = (chunk: Buffer) => chunk[0] === 0x51 && chunk.toString("latin1").includes("COMMIT\u0000");
 
 describe.skipIf(skip !== null)("R1: kill -9 under load, then a new process", () => {
   let backing: Backing;
@@ -118,7 +118,7 @@ describe.skipIf(skip !== null)("R1: kill -9 under load, then a new process", () 
         }
         if (!armed && acks >= KILL_AFTER_ACKS) {
           armed = true;
-          void proxy.onRequest(isCommit, () => {
+          void proxy.onRequest(isLedgerCommit, () => {
             killed = first.child.kill("SIGKILL");
           }, 30_000);
         }

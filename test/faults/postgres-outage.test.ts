@@ -36,15 +36,12 @@ import {
   settleCounters,
   sleep,
   spawnMeterd,
+  isLedgerCommit,
 } from "./support.js";
 
 const skip = await faultsSkipReason();
 
-/** The simple-query message of a COMMIT: 'Q', length, "COMMIT\0". */
-const isCommit = (chunk: Buffer) => chunk[0] === 0x51 && chunk.toString("latin1").includes("COMMIT\u0000");
 
-/** The ledger's write inside a group commit's transaction. */
-const isLedgerInsert = (chunk: Buffer) => chunk.toString("latin1").includes("INSERT INTO meterd_event");
 
 interface Call {
   customerId: string;
@@ -101,7 +98,7 @@ describe.skipIf(skip !== null)("R4: Postgres outage", () => {
     const cl = await meterd();
     const customerId = `cust-r4-reset-${randomUUID().slice(0, 8)}`;
     await cl.grpc.track({ customerId, featureKey: "api_calls", amount: 1, idempotencyKey: "warm" }, { headers, timeoutMs: 10_000 });
-    const cutting = proxy.onRequest(isLedgerInsert, () => proxy.cut());
+    const cutting = proxy.onRequest(isLedgerCommit, () => proxy.cut());
     const req = { customerId, featureKey: "api_calls", amount: 2, idempotencyKey: "reset" };
     const first = await cl.grpc.track(req, { headers, timeoutMs: 15_000 }).then(
       (res) => Decision[res.decision],
@@ -158,7 +155,7 @@ describe.skipIf(skip !== null)("R4: Postgres outage", () => {
 
     await sleep(800);
     // The cut comes as a group commit writes: some events are between the fast path and the ledger.
-    await proxy.onRequest(isLedgerInsert, () => {
+    await proxy.onRequest(isLedgerCommit, () => {
       cutAt = Date.now();
       proxy.cut();
     });
@@ -276,7 +273,7 @@ describe.skipIf(skip !== null)("R4: Postgres outage", () => {
     const cl = await meterd();
     const customerId = `cust-r4-commit-${randomUUID().slice(0, 8)}`;
     await cl.grpc.track({ customerId, featureKey: "api_calls", amount: 1, idempotencyKey: "warm" }, { headers, timeoutMs: 10_000 });
-    const dropped = proxy.dropNextReply(isCommit);
+    const dropped = proxy.dropNextReply(isLedgerCommit);
     const req = { customerId, featureKey: "api_calls", amount: 4, idempotencyKey: "lost-commit" };
     const res = await cl.grpc.track(req, { headers, timeoutMs: 15_000 }).catch((error: unknown) => ConnectError.from(error));
     await dropped;
@@ -306,7 +303,7 @@ describe.skipIf(skip !== null)("R4: Postgres outage", () => {
     await cl.grpc.track({ customerId, featureKey: "api_calls", amount: 1, idempotencyKey: "warm" }, { headers, timeoutMs: 10_000 });
     // The COMMIT reaches Postgres and commits; its reply is swallowed and Postgres is cut at once, so
     // meterd cannot learn that the commit landed.
-    const dropped = proxy.dropNextReply(isCommit, { thenCut: true });
+    const dropped = proxy.dropNextReply(isLedgerCommit, { thenCut: true });
     const req = { customerId, featureKey: "api_calls", amount: 4, idempotencyKey: "lost-commit-down" };
     const first = await cl.grpc.track(req, { headers, timeoutMs: 15_000 }).then(
       (res) => ({ decision: res.decision, eventId: res.eventId }),

@@ -29,11 +29,11 @@ import {
   settleCounters,
   sleep,
   startInProcess,
+  isLedgerCommit,
 } from "./support.js";
 
 const skip = await faultsSkipReason();
 
-const isCommit = (chunk: Buffer) => chunk[0] === 0x51 && chunk.toString("latin1").includes("COMMIT\u0000");
 
 /** How fast fail-closed must be. */
 const FAIL_FAST_MS = 3_000;
@@ -158,7 +158,7 @@ describe.skipIf(skip !== null)("Redis outage: fail closed, then recover", () => 
     const load = Promise.all(Array.from({ length: LANES }, (_, l) => lane(l)));
     await sleep(700);
     // Cut as a group commit goes out: a batch of events is applied in Redis and not yet settled.
-    await pgProxy.onRequest(isCommit, () => {
+    await pgProxy.onRequest(isLedgerCommit, () => {
       cutAt = Date.now();
       redisProxy.cut();
     });
@@ -229,7 +229,7 @@ describe.skipIf(skip !== null)("Redis outage: fail closed, then recover", () => 
   it("Redis lost between an event's commit and its settle: ALLOWED (or UNAVAILABLE), never INTERNAL; counted once", { timeout: 30_000 }, async () => {
     const customerId = `cust-ro-settle-${randomUUID().slice(0, 8)}`;
     expect(await track(customerId, "warm")).toMatchObject({ decision: Decision.ALLOWED });
-    const cutting = pgProxy.onRequest(isCommit, () => redisProxy.cut());
+    const cutting = pgProxy.onRequest(isLedgerCommit, () => redisProxy.cut());
     let first: Result & { ms: number };
     try {
       first = await track(customerId, "commit-then-cut", 3);

@@ -24,6 +24,13 @@ export const EXAMPLE_CATALOG = path.join(ROOT, "examples/catalog.json");
 export const KEY = "sk_test_faults_0123456789abcdef";
 export const headers = { authorization: `Bearer ${KEY}` };
 
+/**
+ * The client's message that commits a ledger batch: the ledger writes each group commit as one named
+ * statement outside any BEGIN, so it commits when Postgres runs it. Every use sends Bind with the
+ * statement's name (the first use also sends Parse with its text).
+ */
+export const isLedgerCommit = (chunk: Buffer): boolean => chunk.toString("latin1").includes("meterd_ledger_insert\u0000");
+
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Why the fault suites should skip (Redis or Postgres unreachable), or null; always null in CI. */

@@ -1,18 +1,36 @@
-// A SqlClient wrapper for tests: counts transactions and commits, injects commit failures, and leaves
-// the shared client open when the code under test closes it.
-import type { SqlClient, SqlExecutor, SqlResult } from "../../src/ledger/sql.js";
+// A SqlClient wrapper for tests: counts the ledger's write statements (each one is its own
+// transaction) and their commits, injects commit failures, and leaves the shared client open when
+// the code under test closes it.
+import type { QueryOptions, SqlClient, SqlExecutor, SqlResult } from "../../src/ledger/sql.js";
+
+/** The name SqlLedger gives its one write statement (the INSERT of a group commit). */
+const LEDGER_WRITE = "meterd_ledger_insert";
 
 export class CountingSql implements SqlClient {
+  /** Write statements sent, each a transaction of its own, plus explicit transactions. */
   transactions = 0;
   commits = 0;
   closed = false;
-  /** The next transaction does its work, then fails instead of committing (it is rolled back). */
+  /** The next write does its work, then fails instead of committing (it is rolled back). */
   failNextCommit: Error | null = null;
 
   constructor(private readonly inner: SqlClient) {}
 
-  query<Row = Record<string, unknown>>(text: string, values?: unknown[]): Promise<SqlResult<Row>> {
-    return this.inner.query<Row>(text, values);
+  async query<Row = Record<string, unknown>>(text: string, values?: unknown[], options?: QueryOptions): Promise<SqlResult<Row>> {
+    if (options?.name !== LEDGER_WRITE) return this.inner.query<Row>(text, values, options);
+    this.transactions++;
+    const failure = this.failNextCommit;
+    this.failNextCommit = null;
+    if (failure) {
+      // The statement runs inside a transaction that is then rolled back: sent, done, not committed.
+      await this.inner.transaction(async (tx) => {
+        await tx.query(text, values);
+        throw failure;
+      });
+    }
+    const result = await this.inner.query<Row>(text, values, options);
+    this.commits++;
+    return result;
   }
 
   async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
