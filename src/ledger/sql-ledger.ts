@@ -6,6 +6,7 @@
 // fractional zeros, no lone ".", no leading zeros, zero as "0". So "1.000000" reads back as "1" and
 // "-0.50" as "-0.5". Sums use the same format and are exact (Postgres NUMERIC, never a float).
 import { type AppendOutcome, type EventKind, type Ledger, type LedgerEvent, NotWrittenError, type StoredEvent } from "./ledger.js";
+import { isPermanentLedgerRefusal } from "./refusal.js";
 import type { SqlClient, SqlExecutor } from "./sql.js";
 
 /** Accepted input for amount and credits. */
@@ -285,6 +286,12 @@ export class SqlLedger implements Ledger {
       // One statement claims the keys and writes the rows: atomic on its own, so no BEGIN/COMMIT.
       rows = await writeBatch(this.sql, events);
     } catch (err) {
+      // Refused for some row's own values: nothing was written. Each caller goes again alone, so that
+      // only the caller whose event cannot be stored is refused, not the others it was grouped with.
+      if (batch.length > 1 && isPermanentLedgerRefusal(err)) {
+        for (const p of batch) await this.commit([p]);
+        return;
+      }
       for (const p of batch) p.reject(err);
       return;
     }

@@ -18,7 +18,8 @@ import {
 import type { UsageChanges } from "./changes.js";
 import { counterRef, Counters, failClosed, ledgerDown } from "./counters.js";
 import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsToNumber } from "./decimal.js";
-import { commitUnknown, invalid, ledgerUnavailable, MeterError } from "./errors.js";
+import { isPermanentLedgerRefusal } from "../ledger/refusal.js";
+import { commitUnknown, invalid, ledgerRefused, ledgerUnavailable, MeterError } from "./errors.js";
 import { type Period, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
 import { type OutboxRecord, OutboxSweeper } from "./sweeper.js";
@@ -445,6 +446,12 @@ export class Meter {
 
   /** After a failed append: the event landed after all, or it is undone, or its outcome stays unknown. */
   private async afterFailedAppend(p: Prepared, applied: Applied, error: unknown): Promise<AppendOutcome> {
+    // A refusal for the event's own values fails its statement whole: nothing landed, and a retry
+    // would be refused the same way, so the caller is told not to retry (INVALID_ARGUMENT).
+    if (isPermanentLedgerRefusal(error)) {
+      await this.fastPath.revert(p.req, applied).catch(() => undefined);
+      throw ledgerRefused(error);
+    }
     const landed = error instanceof NotWrittenError ? "no" : await this.landed(p.req.eventId);
     if (landed === "yes") return { inserted: true };
     if (landed === "no") {
