@@ -34,6 +34,14 @@ export class NotWrittenError extends Error {
 
 export type AppendOutcome = { inserted: true } | { inserted: false; existing: StoredEvent };
 
+export interface UsageSumQuery {
+  customerId: string;
+  featureKey: string;
+  /** null: unbounded. */
+  from: Date | null;
+  to: Date | null;
+}
+
 export interface Ledger {
   /**
    * Commits the events durably (group-committed with concurrent callers) and resolves only after the
@@ -48,9 +56,13 @@ export interface Ledger {
   customerIds(after: string, limit: number): Promise<string[]>;
   /** Whether the ledger holds any event of the customer. */
   hasEvents(customerId: string): Promise<boolean>;
+  /** Which of these customers have events: hasEvents for many, in one query. */
+  customersWithEvents(customerIds: readonly string[]): Promise<Set<string>>;
   findByKey(customerId: string, idempotencyKey: string): Promise<StoredEvent | null>;
   /** Exact decimal sum of amount for events with from <= occurred_at < to (null: unbounded). */
   sumUsage(customerId: string, featureKey: string, from: Date | null, to: Date | null): Promise<string>;
+  /** sumUsage for many (customer, feature, range) at once, in one query; sums in input order. */
+  sumUsageMany(queries: readonly UsageSumQuery[]): Promise<string[]>;
   /** Exact decimal sum of credits. */
   walletBalance(customerId: string): Promise<string>;
   /** Events that moved the wallet (credits <> 0), newest first. */

@@ -5,7 +5,15 @@
 // "-", digits, optionally "." and digits; no exponent, no "+") and come out canonical: no trailing
 // fractional zeros, no lone ".", no leading zeros, zero as "0". So "1.000000" reads back as "1" and
 // "-0.50" as "-0.5". Sums use the same format and are exact (Postgres NUMERIC, never a float).
-import { type AppendOutcome, type EventKind, type Ledger, type LedgerEvent, NotWrittenError, type StoredEvent } from "./ledger.js";
+import {
+  type AppendOutcome,
+  type EventKind,
+  type Ledger,
+  type LedgerEvent,
+  NotWrittenError,
+  type StoredEvent,
+  type UsageSumQuery,
+} from "./ledger.js";
 import { isPermanentLedgerRefusal } from "./refusal.js";
 import type { SqlClient, SqlExecutor } from "./sql.js";
 
@@ -188,6 +196,36 @@ export class SqlLedger implements Ledger {
       [customerId],
     );
     return res.rows[0]?.found === true;
+  }
+
+  async customersWithEvents(customerIds: readonly string[]): Promise<Set<string>> {
+    if (customerIds.length === 0) return new Set();
+    const res = await this.sql.query<{ customer_id: string }>(
+      `SELECT c.customer_id FROM unnest($1::text[]) AS c(customer_id)
+        WHERE EXISTS (SELECT 1 FROM meterd_events e WHERE e.customer_id = c.customer_id)`,
+      [customerIds],
+    );
+    return new Set(res.rows.map((r) => r.customer_id));
+  }
+
+  async sumUsageMany(queries: readonly UsageSumQuery[]): Promise<string[]> {
+    if (queries.length === 0) return [];
+    // One sub-select sum per query, each over the usage index; an open bound (null) is +-infinity.
+    const res = await this.sql.query<{ total: string }>(
+      `SELECT (SELECT trim_scale(coalesce(sum(e.amount), 0))::text FROM meterd_events e
+          WHERE e.customer_id = q.customer_id AND e.feature_key = q.feature_key
+            AND e.occurred_at >= coalesce(q.lo, '-infinity') AND e.occurred_at < coalesce(q.hi, 'infinity')) AS total
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) WITH ORDINALITY
+          AS q(customer_id, feature_key, lo, hi, ord)
+        ORDER BY q.ord`,
+      [
+        queries.map((q) => q.customerId),
+        queries.map((q) => q.featureKey),
+        queries.map((q) => q.from?.toISOString() ?? null),
+        queries.map((q) => q.to?.toISOString() ?? null),
+      ],
+    );
+    return res.rows.map((r) => r.total);
   }
 
   async findById(id: string): Promise<StoredEvent | null> {

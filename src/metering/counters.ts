@@ -23,6 +23,15 @@ export function ledgerDown(error: unknown): never {
   throw error instanceof MeterError ? error : ledgerUnavailable(error);
 }
 
+/** What the fast path lacked for one event of a batch. */
+export interface Missing {
+  customerId: string;
+  /** Nothing of the customer's is live: rebuild it first. */
+  customer: boolean;
+  counter: { ref: CounterRef; terms: Terms } | null;
+  wallet: boolean;
+}
+
 export class Counters {
   constructor(
     private readonly fastPath: FastPath,
@@ -61,8 +70,45 @@ export class Counters {
    * the fast path lost its data; their commits land within the grace, so the sums loaded after it hold them.
    */
   async rebuild(customerId: string): Promise<void> {
+    const hasHistory = await this.ledger.hasEvents(customerId).catch(ledgerDown);
+    await this.rebuildKnown(customerId, hasHistory);
+  }
+
+  /**
+   * What a batch found missing in the fast path, loaded in groups rather than event by event: each
+   * customer rebuilt once (one ledger query tells which have history), then each counter loaded once
+   * (one ledger query sums them all), then each wallet once.
+   */
+  async loadMany(missing: readonly Missing[]): Promise<void> {
+    const rebuild = [...new Set(missing.filter((m) => m.customer).map((m) => m.customerId))];
+    if (rebuild.length > 0) {
+      const withHistory = await this.ledger.customersWithEvents(rebuild).catch(ledgerDown);
+      await Promise.all(rebuild.map((customerId) => this.rebuildKnown(customerId, withHistory.has(customerId))));
+    }
+    const counters = new Map<string, { ref: CounterRef; terms: Terms }>();
+    for (const m of missing) {
+      if (m.counter === null) continue;
+      const { ref } = m.counter;
+      counters.set(`${ref.customerId}\u0000${ref.featureKey}\u0000${ref.periodKey}`, m.counter);
+    }
+    if (counters.size > 0) {
+      const loads = [...counters.values()];
+      const sums = await this.ledger
+        .sumUsageMany(
+          loads.map(({ ref, terms }) => ({ customerId: ref.customerId, featureKey: ref.featureKey, from: terms.period?.start ?? null, to: terms.period?.end ?? null })),
+        )
+        .catch(ledgerDown);
+      await Promise.all(
+        loads.map(({ ref, terms }, i) => this.fastPath.loadCounter(ref, decimalToUnits(sums[i] ?? "0", terms.feature.precision)).catch(failClosed)),
+      );
+    }
+    const wallets = [...new Set(missing.filter((m) => m.wallet).map((m) => m.customerId))];
+    await Promise.all(wallets.map((customerId) => this.loadWallet(customerId)));
+  }
+
+  private async rebuildKnown(customerId: string, hasHistory: boolean): Promise<void> {
     try {
-      if (await this.ledger.hasEvents(customerId)) {
+      if (hasHistory) {
         const notBefore = await this.fastPath.beginRebuild(customerId, Date.now() + this.rebuildGraceMs);
         const wait = notBefore - Date.now();
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(wait, this.rebuildGraceMs)));

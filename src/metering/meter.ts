@@ -50,6 +50,8 @@ type Applied = Extract<ApplyResult, { code: "APPLIED" }>;
 /** How long a retry waits for the same key's first attempt to commit. */
 const PENDING_WAIT_MS = 5_000;
 const MAX_ATTEMPTS = 20;
+/** Rounds of grouped loads for a batch: a new customer needs one (rebuild and counters together). */
+const LOAD_ROUNDS = 2;
 
 export class Meter {
   readonly catalog: Catalog;
@@ -103,27 +105,66 @@ export class Meter {
       }
     });
     const pending = prepared.filter((p): p is Prepared => !(p instanceof Error) && !("eventId" in p));
-    // If the one round trip fails, each event tries again on its own.
-    const first = pending.length > 0 ? await this.fastPath.applyMany(pending.map((p) => p.req)).catch(() => []) : [];
+    const first = await this.applyGrouped(pending);
     const firstOf = new Map(pending.map((p, i) => [p, first[i]]));
-    // The events applied at the first try are committed in one ledger call and settled in one round trip.
+    // The events applied are committed in one ledger call and settled in one round trip.
     const applied = pending.flatMap((p) => {
       const result = firstOf.get(p);
       return result?.code === "APPLIED" ? [[p, result] as const] : [];
     });
     const committed = new Map(applied.map(([p], i) => [p, i]));
     const commits = applied.length > 0 ? this.commitMany(applied) : Promise.resolve([]);
+    const outcomes = await commits.then(
+      (results) => results,
+      (error: unknown) => applied.map(() => (error instanceof Error ? error : new Error(String(error)))),
+    );
     return Promise.all(
       prepared.map(async (p) => {
         if (p instanceof Error || "eventId" in p) return p;
+        const at = committed.get(p);
+        if (at !== undefined) return outcomes[at]!;
+        // Anything else (a denial, a duplicate, a key still pending) is decided event by event.
         try {
-          const at = committed.get(p);
-          return at === undefined ? await this.execute(p, firstOf.get(p)) : (await commits)[at]!;
+          return await this.execute(p, firstOf.get(p));
         } catch (error) {
           return error instanceof Error ? error : new Error(String(error));
         }
       }),
     );
+  }
+
+  /**
+   * Applies a batch in one fast-path round trip. Events whose customer, counter or wallet was not
+   * loaded are loaded in groups (each customer, counter and wallet once) and applied again in one
+   * round trip, so a batch of new customers costs a few queries, not a few per event. If a round trip
+   * fails, the events left undecided go through execute() one by one.
+   */
+  private async applyGrouped(pending: Prepared[]): Promise<Array<ApplyResult | undefined>> {
+    if (pending.length === 0) return [];
+    const results: Array<ApplyResult | undefined> = await this.fastPath.applyMany(pending.map((p) => p.req)).catch(() => []);
+    for (let round = 0; round < LOAD_ROUNDS; round++) {
+      const missing = pending.flatMap((p, i) => (results[i]?.code === "NOT_LOADED" ? [i] : []));
+      if (missing.length === 0) break;
+      try {
+        await this.counters.loadMany(
+          missing.map((i) => {
+            const p = pending[i]!;
+            const result = results[i] as Extract<ApplyResult, { code: "NOT_LOADED" }>;
+            return {
+              customerId: p.req.customerId,
+              customer: result.customer,
+              counter: (result.counter || result.customer) && p.req.counter && p.terms ? { ref: p.req.counter, terms: p.terms } : null,
+              wallet: (result.wallet || result.customer) && p.req.walletDelta !== 0,
+            };
+          }),
+        );
+        const again = await this.fastPath.applyMany(missing.map((i) => pending[i]!.req));
+        missing.forEach((i, at) => (results[i] = again[at]));
+      } catch {
+        break; // each event then retries on its own, and reports its own error
+      }
+    }
+    return results;
   }
 
   /** Validates and prices one Track; a TrackOutcome when it is decided without the fast path. */
