@@ -78,6 +78,7 @@ export async function threadedClosedLoop(
       firstError: results.find((r) => r.result.firstError !== null)?.result.firstError ?? null,
       callsPerSecond: sum((r) => r.callsPerSecond),
       unitsPerSecond: sum((r) => r.unitsPerSecond),
+      meanCallMs: sum((r) => r.meanCallMs * r.calls) / Math.max(1, sum((r) => r.calls)),
       allowed: results.reduce((a, r) => a + r.allowed, 0),
       threads,
     };

@@ -9,6 +9,12 @@ export interface WindowHooks {
   onEnd?(): void;
 }
 
+/** How long a load runs: a warm-up, then the measured window (whose start and end the hooks mark). */
+export interface Timing extends WindowHooks {
+  warmupMs: number;
+  durationMs: number;
+}
+
 export interface ClosedLoopResult {
   seconds: number;
   calls: number;
@@ -18,29 +24,37 @@ export interface ClosedLoopResult {
   firstError: string | null;
   callsPerSecond: number;
   unitsPerSecond: number;
+  /** Mean time (ms) from send to answer of the calls answered in the window. */
+  meanCallMs: number;
 }
+
+/** A window that has run its duration but counted fewer than minCalls calls waits at most this long for them. */
+const MAX_EXTRA_MS = 60_000;
 
 /**
  * Keeps `concurrency` calls in flight: a warm-up, then the measured window. `call` resolves to the number
  * of units it achieved (0 counts as a call without units, e.g. a denial); a rejection counts as an error.
+ * With `minCalls`, the window lasts until that many calls were answered in it, even past its duration:
+ * calls that take seconds each (a batch of customers not yet loaded) are then still counted over enough
+ * calls, instead of over none.
  */
 export async function closedLoop(
-  options: { concurrency: number; warmupMs: number; durationMs: number } & WindowHooks,
+  options: { concurrency: number; warmupMs: number; durationMs: number; minCalls?: number } & WindowHooks,
   call: (worker: number) => Promise<number>,
 ): Promise<ClosedLoopResult> {
-  const start = performance.now();
-  const measureFrom = start + options.warmupMs;
-  const measureTo = measureFrom + options.durationMs;
+  const minCalls = options.minCalls ?? 0;
   let measuring = false;
   let calls = 0;
   let units = 0;
+  let callMs = 0;
   let errors = 0;
   let firstError: string | null = null;
 
   let started = false;
   let ended = false;
-  let endedAt = measureTo;
-  let startedAt = measureFrom;
+  let durationOver = false;
+  let endedAt = 0;
+  let startedAt = 0;
   const begin = () => {
     if (started) return;
     started = true;
@@ -56,16 +70,26 @@ export async function closedLoop(
     endedAt = performance.now();
     options.onEnd?.();
   };
+  const endIfDone = () => {
+    if (durationOver && calls >= minCalls) end();
+  };
   const startTimer = setTimeout(begin, options.warmupMs);
-  const endTimer = setTimeout(end, options.warmupMs + options.durationMs);
+  const endTimer = setTimeout(() => {
+    durationOver = true;
+    endIfDone();
+  }, options.warmupMs + options.durationMs);
+  const capTimer = setTimeout(end, options.warmupMs + options.durationMs + MAX_EXTRA_MS);
 
   const worker = async (w: number) => {
-    while (performance.now() < measureTo) {
+    while (!ended) {
+      const sent = performance.now();
       try {
         const n = await call(w);
         if (measuring) {
           calls++;
           units += n;
+          callMs += performance.now() - sent;
+          endIfDone();
         }
       } catch (error) {
         if (measuring) errors++;
@@ -78,9 +102,10 @@ export async function closedLoop(
   await Promise.all(Array.from({ length: options.concurrency }, (_, w) => worker(w)));
   clearTimeout(startTimer);
   clearTimeout(endTimer);
+  clearTimeout(capTimer);
   end();
   const seconds = (endedAt - startedAt) / 1000;
-  return { seconds, calls, units, errors, firstError, callsPerSecond: calls / seconds, unitsPerSecond: units / seconds };
+  return { seconds, calls, units, errors, firstError, callsPerSecond: calls / seconds, unitsPerSecond: units / seconds, meanCallMs: calls > 0 ? callMs / calls : NaN };
 }
 
 export interface OpenLoopResult {
