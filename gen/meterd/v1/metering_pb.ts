@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meterd/v1/metering.proto.
  */
 export const file_meterd_v1_metering: GenFile = /*@__PURE__*/
-  fileDesc("ChhtZXRlcmQvdjEvbWV0ZXJpbmcucHJvdG8SCW1ldGVyZC52MSKAAgoMVHJhY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEg4KBmFtb3VudBgDIAEoARIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSLQoJdGltZXN0YW1wGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI7Cgpwcm9wZXJ0aWVzGAYgAygLMicubWV0ZXJkLnYxLlRyYWNrUmVxdWVzdC5Qcm9wZXJ0aWVzRW50cnkaMQoPUHJvcGVydGllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEixAEKDVRyYWNrUmVzcG9uc2USEAoIZXZlbnRfaWQYASABKAkSJQoIZGVjaXNpb24YAiABKA4yEy5tZXRlcmQudjEuRGVjaXNpb24SKgoLZGVueV9yZWFzb24YAyABKA4yFS5tZXRlcmQudjEuRGVueVJlYXNvbhIRCglkdXBsaWNhdGUYBCABKAgSHwoFdXNhZ2UYBSABKAsyEC5tZXRlcmQudjEuVXNhZ2USGgoSdGhyZXNob2xkc19jcm9zc2VkGAYgAygBIjwKEVRyYWNrQmF0Y2hSZXF1ZXN0EicKBmV2ZW50cxgBIAMoCzIXLm1ldGVyZC52MS5UcmFja1JlcXVlc3QibQoLVHJhY2tSZXN1bHQSKwoHdHJhY2tlZBgBIAEoCzIYLm1ldGVyZC52MS5UcmFja1Jlc3BvbnNlSAASJgoFZXJyb3IYAiABKAsyFS5tZXRlcmQudjEuRXZlbnRFcnJvckgAQgkKB291dGNvbWUiPQoSVHJhY2tCYXRjaFJlc3BvbnNlEicKB3Jlc3VsdHMYASADKAsyFi5tZXRlcmQudjEuVHJhY2tSZXN1bHQiPQoSVHJhY2tTdHJlYW1SZXF1ZXN0EicKBmV2ZW50cxgBIAMoCzIXLm1ldGVyZC52MS5UcmFja1JlcXVlc3QiUAoTVHJhY2tTdHJlYW1SZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBInCgdyZXN1bHRzGAIgAygLMhYubWV0ZXJkLnYxLlRyYWNrUmVzdWx0IoMCCg9TZXRVc2FnZVJlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSEwoLZmVhdHVyZV9rZXkYAiABKAkSDAoEdXNlZBgDIAEoARIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSGgoNZXhwZWN0ZWRfdXNlZBgFIAEoAUgAiAEBEj4KCnByb3BlcnRpZXMYBiADKAsyKi5tZXRlcmQudjEuU2V0VXNhZ2VSZXF1ZXN0LlByb3BlcnRpZXNFbnRyeRoxCg9Qcm9wZXJ0aWVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIQCg5fZXhwZWN0ZWRfdXNlZCK6AQoQU2V0VXNhZ2VSZXNwb25zZRINCgVkZWx0YRgBIAEoARIQCghldmVudF9pZBgCIAEoCRIRCglkdXBsaWNhdGUYAyABKAgSHwoFdXNhZ2UYBCABKAsyEC5tZXRlcmQudjEuVXNhZ2USJQoIZGVjaXNpb24YBSABKA4yEy5tZXRlcmQudjEuRGVjaXNpb24SKgoLZGVueV9yZWFzb24YBiABKA4yFS5tZXRlcmQudjEuRGVueVJlYXNvbiJICgxDaGVja1JlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSEwoLZmVhdHVyZV9rZXkYAiABKAkSDgoGYW1vdW50GAMgASgBIm0KDUNoZWNrUmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBIfCgV1c2FnZRgCIAEoCzIQLm1ldGVyZC52MS5Vc2FnZRIqCgtkZW55X3JlYXNvbhgDIAEoDjIVLm1ldGVyZC52MS5EZW55UmVhc29uIj0KEUdldE1ldHJpY3NSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJIqEDCgZNZXRyaWMSEwoLZmVhdHVyZV9rZXkYASABKAkSFQoNZmVhdHVyZV90aXRsZRgCIAEoCRIUCgxwcm9kdWN0X25hbWUYAyABKAkSEAoIY29uc3VtZWQYBCABKAESDQoFbGltaXQYBSABKAESEQoJcmVtYWluaW5nGAYgASgBEhEKCXVubGltaXRlZBgHIAEoCBIXCg9wZXJjZW50YWdlX3VzZWQYCCABKAESMAoMcGVyaW9kX3N0YXJ0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXNldHNfaW5fZGF5cxgLIAEoBRIaChJ0aHJlc2hvbGRzX3JlYWNoZWQYDCADKAESDAoEdW5pdBgNIAEoCRIoCgpsaW1pdF9raW5kGA4gASgOMhQubWV0ZXJkLnYxLkxpbWl0S2luZBIPCgdvdmVyYWdlGA8gASgBEhYKDmNyZWRpdF9iYWxhbmNlGBAgASgBIjgKEkdldE1ldHJpY3NSZXNwb25zZRIiCgdtZXRyaWNzGAEgAygLMhEubWV0ZXJkLnYxLk1ldHJpYyI9ChFXYXRjaFVzYWdlUmVxdWVzdBITCgtjdXN0b21lcl9pZBgBIAEoCRITCgtmZWF0dXJlX2tleRgCIAEoCSI4ChJXYXRjaFVzYWdlUmVzcG9uc2USIgoHbWV0cmljcxgBIAMoCzIRLm1ldGVyZC52MS5NZXRyaWMyjQQKD01ldGVyaW5nU2VydmljZRI6CgVUcmFjaxIXLm1ldGVyZC52MS5UcmFja1JlcXVlc3QaGC5tZXRlcmQudjEuVHJhY2tSZXNwb25zZRJJCgpUcmFja0JhdGNoEhwubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXF1ZXN0Gh0ubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXNwb25zZRJQCgtUcmFja1N0cmVhbRIdLm1ldGVyZC52MS5UcmFja1N0cmVhbVJlcXVlc3QaHi5tZXRlcmQudjEuVHJhY2tTdHJlYW1SZXNwb25zZSgBMAESQwoIU2V0VXNhZ2USGi5tZXRlcmQudjEuU2V0VXNhZ2VSZXF1ZXN0GhsubWV0ZXJkLnYxLlNldFVzYWdlUmVzcG9uc2USPwoFQ2hlY2sSFy5tZXRlcmQudjEuQ2hlY2tSZXF1ZXN0GhgubWV0ZXJkLnYxLkNoZWNrUmVzcG9uc2UiA5ACARJOCgpHZXRNZXRyaWNzEhwubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXF1ZXN0Gh0ubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXNwb25zZSIDkAIBEksKCldhdGNoVXNhZ2USHC5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlcXVlc3QaHS5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_meterd_v1_usage]);
+  fileDesc("ChhtZXRlcmQvdjEvbWV0ZXJpbmcucHJvdG8SCW1ldGVyZC52MSKAAgoMVHJhY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEg4KBmFtb3VudBgDIAEoARIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSLQoJdGltZXN0YW1wGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI7Cgpwcm9wZXJ0aWVzGAYgAygLMicubWV0ZXJkLnYxLlRyYWNrUmVxdWVzdC5Qcm9wZXJ0aWVzRW50cnkaMQoPUHJvcGVydGllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEixAEKDVRyYWNrUmVzcG9uc2USEAoIZXZlbnRfaWQYASABKAkSJQoIZGVjaXNpb24YAiABKA4yEy5tZXRlcmQudjEuRGVjaXNpb24SKgoLZGVueV9yZWFzb24YAyABKA4yFS5tZXRlcmQudjEuRGVueVJlYXNvbhIRCglkdXBsaWNhdGUYBCABKAgSHwoFdXNhZ2UYBSABKAsyEC5tZXRlcmQudjEuVXNhZ2USGgoSdGhyZXNob2xkc19jcm9zc2VkGAYgAygBIlkKEVRyYWNrQmF0Y2hSZXF1ZXN0EicKBmV2ZW50cxgBIAMoCzIXLm1ldGVyZC52MS5UcmFja1JlcXVlc3QSGwoTaW5jbHVkZV9ldmVudF91c2FnZRgCIAEoCCJtCgtUcmFja1Jlc3VsdBIrCgd0cmFja2VkGAEgASgLMhgubWV0ZXJkLnYxLlRyYWNrUmVzcG9uc2VIABImCgVlcnJvchgCIAEoCzIVLm1ldGVyZC52MS5FdmVudEVycm9ySABCCQoHb3V0Y29tZSJnChJUcmFja0JhdGNoUmVzcG9uc2USJwoHcmVzdWx0cxgBIAMoCzIWLm1ldGVyZC52MS5UcmFja1Jlc3VsdBIoCgZ1c2FnZXMYAiADKAsyGC5tZXRlcmQudjEuQ3VzdG9tZXJVc2FnZSJFCg1DdXN0b21lclVzYWdlEhMKC2N1c3RvbWVyX2lkGAEgASgJEh8KBXVzYWdlGAIgASgLMhAubWV0ZXJkLnYxLlVzYWdlIloKElRyYWNrU3RyZWFtUmVxdWVzdBInCgZldmVudHMYASADKAsyFy5tZXRlcmQudjEuVHJhY2tSZXF1ZXN0EhsKE2luY2x1ZGVfZXZlbnRfdXNhZ2UYAiABKAgiegoTVHJhY2tTdHJlYW1SZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBInCgdyZXN1bHRzGAIgAygLMhYubWV0ZXJkLnYxLlRyYWNrUmVzdWx0EigKBnVzYWdlcxgDIAMoCzIYLm1ldGVyZC52MS5DdXN0b21lclVzYWdlIoMCCg9TZXRVc2FnZVJlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSEwoLZmVhdHVyZV9rZXkYAiABKAkSDAoEdXNlZBgDIAEoARIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSGgoNZXhwZWN0ZWRfdXNlZBgFIAEoAUgAiAEBEj4KCnByb3BlcnRpZXMYBiADKAsyKi5tZXRlcmQudjEuU2V0VXNhZ2VSZXF1ZXN0LlByb3BlcnRpZXNFbnRyeRoxCg9Qcm9wZXJ0aWVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIQCg5fZXhwZWN0ZWRfdXNlZCK6AQoQU2V0VXNhZ2VSZXNwb25zZRINCgVkZWx0YRgBIAEoARIQCghldmVudF9pZBgCIAEoCRIRCglkdXBsaWNhdGUYAyABKAgSHwoFdXNhZ2UYBCABKAsyEC5tZXRlcmQudjEuVXNhZ2USJQoIZGVjaXNpb24YBSABKA4yEy5tZXRlcmQudjEuRGVjaXNpb24SKgoLZGVueV9yZWFzb24YBiABKA4yFS5tZXRlcmQudjEuRGVueVJlYXNvbiJICgxDaGVja1JlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSEwoLZmVhdHVyZV9rZXkYAiABKAkSDgoGYW1vdW50GAMgASgBIm0KDUNoZWNrUmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBIfCgV1c2FnZRgCIAEoCzIQLm1ldGVyZC52MS5Vc2FnZRIqCgtkZW55X3JlYXNvbhgDIAEoDjIVLm1ldGVyZC52MS5EZW55UmVhc29uIj0KEUdldE1ldHJpY3NSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJIqEDCgZNZXRyaWMSEwoLZmVhdHVyZV9rZXkYASABKAkSFQoNZmVhdHVyZV90aXRsZRgCIAEoCRIUCgxwcm9kdWN0X25hbWUYAyABKAkSEAoIY29uc3VtZWQYBCABKAESDQoFbGltaXQYBSABKAESEQoJcmVtYWluaW5nGAYgASgBEhEKCXVubGltaXRlZBgHIAEoCBIXCg9wZXJjZW50YWdlX3VzZWQYCCABKAESMAoMcGVyaW9kX3N0YXJ0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXNldHNfaW5fZGF5cxgLIAEoBRIaChJ0aHJlc2hvbGRzX3JlYWNoZWQYDCADKAESDAoEdW5pdBgNIAEoCRIoCgpsaW1pdF9raW5kGA4gASgOMhQubWV0ZXJkLnYxLkxpbWl0S2luZBIPCgdvdmVyYWdlGA8gASgBEhYKDmNyZWRpdF9iYWxhbmNlGBAgASgBIjgKEkdldE1ldHJpY3NSZXNwb25zZRIiCgdtZXRyaWNzGAEgAygLMhEubWV0ZXJkLnYxLk1ldHJpYyI9ChFXYXRjaFVzYWdlUmVxdWVzdBITCgtjdXN0b21lcl9pZBgBIAEoCRITCgtmZWF0dXJlX2tleRgCIAEoCSI4ChJXYXRjaFVzYWdlUmVzcG9uc2USIgoHbWV0cmljcxgBIAMoCzIRLm1ldGVyZC52MS5NZXRyaWMyjQQKD01ldGVyaW5nU2VydmljZRI6CgVUcmFjaxIXLm1ldGVyZC52MS5UcmFja1JlcXVlc3QaGC5tZXRlcmQudjEuVHJhY2tSZXNwb25zZRJJCgpUcmFja0JhdGNoEhwubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXF1ZXN0Gh0ubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXNwb25zZRJQCgtUcmFja1N0cmVhbRIdLm1ldGVyZC52MS5UcmFja1N0cmVhbVJlcXVlc3QaHi5tZXRlcmQudjEuVHJhY2tTdHJlYW1SZXNwb25zZSgBMAESQwoIU2V0VXNhZ2USGi5tZXRlcmQudjEuU2V0VXNhZ2VSZXF1ZXN0GhsubWV0ZXJkLnYxLlNldFVzYWdlUmVzcG9uc2USPwoFQ2hlY2sSFy5tZXRlcmQudjEuQ2hlY2tSZXF1ZXN0GhgubWV0ZXJkLnYxLkNoZWNrUmVzcG9uc2UiA5ACARJOCgpHZXRNZXRyaWNzEhwubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXF1ZXN0Gh0ubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXNwb25zZSIDkAIBEksKCldhdGNoVXNhZ2USHC5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlcXVlc3QaHS5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_meterd_v1_usage]);
 
 /**
  * @generated from message meterd.v1.TrackRequest
@@ -124,6 +124,14 @@ export type TrackBatchRequest = Message<"meterd.v1.TrackBatchRequest"> & {
    * @generated from field: repeated meterd.v1.TrackRequest events = 1;
    */
   events: TrackRequest[];
+
+  /**
+   * Also return each event's own usage block in its result, as Track does. By default the results
+   * leave `usage` unset, and the response's `usages` carries one usage per (customer, feature).
+   *
+   * @generated from field: bool include_event_usage = 2;
+   */
+  includeEventUsage: boolean;
 };
 
 /**
@@ -134,7 +142,9 @@ export const TrackBatchRequestSchema: GenMessage<TrackBatchRequest> = /*@__PURE_
   messageDesc(file_meterd_v1_metering, 2);
 
 /**
- * The outcome of one event of a batch or a stream.
+ * The outcome of one event of a batch or a stream. A `tracked` outcome has the event id, decision,
+ * deny_reason, duplicate flag and thresholds_crossed; its `usage` is set only when the request asked
+ * for include_event_usage (see the response's `usages` otherwise).
  *
  * @generated from message meterd.v1.TrackResult
  */
@@ -174,6 +184,16 @@ export type TrackBatchResponse = Message<"meterd.v1.TrackBatchResponse"> & {
    * @generated from field: repeated meterd.v1.TrackResult results = 1;
    */
   results: TrackResult[];
+
+  /**
+   * One entry per distinct (customer, feature) among the request's tracked events (allowed or
+   * denied), in the order each pair first appears: the usage of that pair's last tracked event in
+   * request order. A duplicate reports the usage its original answer had. Events with an error
+   * result have no entry. Always set, whether or not include_event_usage is.
+   *
+   * @generated from field: repeated meterd.v1.CustomerUsage usages = 2;
+   */
+  usages: CustomerUsage[];
 };
 
 /**
@@ -182,6 +202,30 @@ export type TrackBatchResponse = Message<"meterd.v1.TrackBatchResponse"> & {
  */
 export const TrackBatchResponseSchema: GenMessage<TrackBatchResponse> = /*@__PURE__*/
   messageDesc(file_meterd_v1_metering, 4);
+
+/**
+ * One customer's usage of one feature (the feature is usage.feature_key).
+ *
+ * @generated from message meterd.v1.CustomerUsage
+ */
+export type CustomerUsage = Message<"meterd.v1.CustomerUsage"> & {
+  /**
+   * @generated from field: string customer_id = 1;
+   */
+  customerId: string;
+
+  /**
+   * @generated from field: meterd.v1.Usage usage = 2;
+   */
+  usage?: Usage | undefined;
+};
+
+/**
+ * Describes the message meterd.v1.CustomerUsage.
+ * Use `create(CustomerUsageSchema)` to create a new message.
+ */
+export const CustomerUsageSchema: GenMessage<CustomerUsage> = /*@__PURE__*/
+  messageDesc(file_meterd_v1_metering, 5);
 
 /**
  * @generated from message meterd.v1.TrackStreamRequest
@@ -193,6 +237,14 @@ export type TrackStreamRequest = Message<"meterd.v1.TrackStreamRequest"> & {
    * @generated from field: repeated meterd.v1.TrackRequest events = 1;
    */
   events: TrackRequest[];
+
+  /**
+   * Also return each event's own usage block in its result, as Track does. By default the results
+   * leave `usage` unset, and the response's `usages` carries one usage per (customer, feature).
+   *
+   * @generated from field: bool include_event_usage = 2;
+   */
+  includeEventUsage: boolean;
 };
 
 /**
@@ -200,7 +252,7 @@ export type TrackStreamRequest = Message<"meterd.v1.TrackStreamRequest"> & {
  * Use `create(TrackStreamRequestSchema)` to create a new message.
  */
 export const TrackStreamRequestSchema: GenMessage<TrackStreamRequest> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 5);
+  messageDesc(file_meterd_v1_metering, 6);
 
 /**
  * @generated from message meterd.v1.TrackStreamResponse
@@ -214,9 +266,21 @@ export type TrackStreamResponse = Message<"meterd.v1.TrackStreamResponse"> & {
   sequence: bigint;
 
   /**
+   * One per event of that request, in request order.
+   *
    * @generated from field: repeated meterd.v1.TrackResult results = 2;
    */
   results: TrackResult[];
+
+  /**
+   * One entry per distinct (customer, feature) among that request's tracked events (allowed or
+   * denied), in the order each pair first appears: the usage of that pair's last tracked event in
+   * request order. A duplicate reports the usage its original answer had. Events with an error
+   * result have no entry. Always set, whether or not include_event_usage is.
+   *
+   * @generated from field: repeated meterd.v1.CustomerUsage usages = 3;
+   */
+  usages: CustomerUsage[];
 };
 
 /**
@@ -224,7 +288,7 @@ export type TrackStreamResponse = Message<"meterd.v1.TrackStreamResponse"> & {
  * Use `create(TrackStreamResponseSchema)` to create a new message.
  */
 export const TrackStreamResponseSchema: GenMessage<TrackStreamResponse> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 6);
+  messageDesc(file_meterd_v1_metering, 7);
 
 /**
  * @generated from message meterd.v1.SetUsageRequest
@@ -270,7 +334,7 @@ export type SetUsageRequest = Message<"meterd.v1.SetUsageRequest"> & {
  * Use `create(SetUsageRequestSchema)` to create a new message.
  */
 export const SetUsageRequestSchema: GenMessage<SetUsageRequest> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 7);
+  messageDesc(file_meterd_v1_metering, 8);
 
 /**
  * @generated from message meterd.v1.SetUsageResponse
@@ -314,7 +378,7 @@ export type SetUsageResponse = Message<"meterd.v1.SetUsageResponse"> & {
  * Use `create(SetUsageResponseSchema)` to create a new message.
  */
 export const SetUsageResponseSchema: GenMessage<SetUsageResponse> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 8);
+  messageDesc(file_meterd_v1_metering, 9);
 
 /**
  * @generated from message meterd.v1.CheckRequest
@@ -343,7 +407,7 @@ export type CheckRequest = Message<"meterd.v1.CheckRequest"> & {
  * Use `create(CheckRequestSchema)` to create a new message.
  */
 export const CheckRequestSchema: GenMessage<CheckRequest> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 9);
+  messageDesc(file_meterd_v1_metering, 10);
 
 /**
  * @generated from message meterd.v1.CheckResponse
@@ -370,7 +434,7 @@ export type CheckResponse = Message<"meterd.v1.CheckResponse"> & {
  * Use `create(CheckResponseSchema)` to create a new message.
  */
 export const CheckResponseSchema: GenMessage<CheckResponse> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 10);
+  messageDesc(file_meterd_v1_metering, 11);
 
 /**
  * @generated from message meterd.v1.GetMetricsRequest
@@ -394,7 +458,7 @@ export type GetMetricsRequest = Message<"meterd.v1.GetMetricsRequest"> & {
  * Use `create(GetMetricsRequestSchema)` to create a new message.
  */
 export const GetMetricsRequestSchema: GenMessage<GetMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 11);
+  messageDesc(file_meterd_v1_metering, 12);
 
 /**
  * A customer's usage of one feature, ready to display.
@@ -494,7 +558,7 @@ export type Metric = Message<"meterd.v1.Metric"> & {
  * Use `create(MetricSchema)` to create a new message.
  */
 export const MetricSchema: GenMessage<Metric> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 12);
+  messageDesc(file_meterd_v1_metering, 13);
 
 /**
  * @generated from message meterd.v1.GetMetricsResponse
@@ -511,7 +575,7 @@ export type GetMetricsResponse = Message<"meterd.v1.GetMetricsResponse"> & {
  * Use `create(GetMetricsResponseSchema)` to create a new message.
  */
 export const GetMetricsResponseSchema: GenMessage<GetMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 13);
+  messageDesc(file_meterd_v1_metering, 14);
 
 /**
  * @generated from message meterd.v1.WatchUsageRequest
@@ -533,7 +597,7 @@ export type WatchUsageRequest = Message<"meterd.v1.WatchUsageRequest"> & {
  * Use `create(WatchUsageRequestSchema)` to create a new message.
  */
 export const WatchUsageRequestSchema: GenMessage<WatchUsageRequest> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 14);
+  messageDesc(file_meterd_v1_metering, 15);
 
 /**
  * @generated from message meterd.v1.WatchUsageResponse
@@ -552,7 +616,7 @@ export type WatchUsageResponse = Message<"meterd.v1.WatchUsageResponse"> & {
  * Use `create(WatchUsageResponseSchema)` to create a new message.
  */
 export const WatchUsageResponseSchema: GenMessage<WatchUsageResponse> = /*@__PURE__*/
-  messageDesc(file_meterd_v1_metering, 15);
+  messageDesc(file_meterd_v1_metering, 16);
 
 /**
  * @generated from service meterd.v1.MeteringService
