@@ -2,7 +2,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import type { MetricSchema, TrackRequest, TrackResponseSchema } from "../../gen/meterd/v1/metering_pb.js";
+import type { CustomerUsageSchema, MetricSchema, TrackRequest, TrackResponseSchema } from "../../gen/meterd/v1/metering_pb.js";
 import { Decision, DenyReason, LimitKind, type UsageSchema } from "../../gen/meterd/v1/usage_pb.js";
 import type { DenyReason as DomainDenyReason, MetricView, TrackInput, TrackOutcome, UsageSnapshot } from "../metering/types.js";
 import { checkTimestampFields } from "../metering/validate.js";
@@ -40,15 +40,39 @@ export function usageToMsg(u: UsageSnapshot): MessageInitShape<typeof UsageSchem
   };
 }
 
-export function trackOutcomeToMsg(o: TrackOutcome): MessageInitShape<typeof TrackResponseSchema> {
-  return {
+/** `withUsage` false leaves `usage` unset: the lean per-event result of a batch or a stream. */
+export function trackOutcomeToMsg(o: TrackOutcome, withUsage = true): MessageInitShape<typeof TrackResponseSchema> {
+  const msg: MessageInitShape<typeof TrackResponseSchema> = {
     eventId: o.eventId,
     decision: o.allowed ? Decision.ALLOWED : Decision.DENIED,
     denyReason: denyReasonToMsg(o.denyReason),
     duplicate: o.duplicate,
-    usage: usageToMsg(o.usage),
     thresholdsCrossed: o.thresholdsCrossed,
   };
+  if (withUsage) msg.usage = usageToMsg(o.usage);
+  return msg;
+}
+
+/**
+ * The latest usage per distinct (customer, feature) of a batch: `add` each tracked event in request
+ * order; `toMsg` converts each pair's last usage once, in the order the pairs first appeared.
+ */
+export class CustomerUsages {
+  private readonly byPair = new Map<string, { customerId: string; usage: UsageSnapshot }>();
+
+  add(customerId: string, usage: UsageSnapshot): void {
+    // Length-prefixed, so that no customer id or feature key can make two pairs collide.
+    const key = `${customerId.length}:${customerId}${usage.featureKey}`;
+    const entry = this.byPair.get(key);
+    if (entry) entry.usage = usage;
+    else this.byPair.set(key, { customerId, usage });
+  }
+
+  toMsg(): Array<MessageInitShape<typeof CustomerUsageSchema>> {
+    const out: Array<MessageInitShape<typeof CustomerUsageSchema>> = [];
+    for (const { customerId, usage } of this.byPair.values()) out.push({ customerId, usage: usageToMsg(usage) });
+    return out;
+  }
 }
 
 export function metricToMsg(m: MetricView): MessageInitShape<typeof MetricSchema> {

@@ -9,7 +9,7 @@ import { MeterError, invalid } from "../metering/errors.js";
 import type { Caller, TrackInput } from "../metering/types.js";
 import { principalKey } from "./context.js";
 import { checkScope, checkTokenTrack, customerTokenOf, requireSecretKey, tokenExpired, visibleTo } from "./customer-scope.js";
-import { denyReasonToMsg, metricToMsg, trackInputFromMsg, trackOutcomeToMsg, usageToMsg } from "./convert.js";
+import { CustomerUsages, denyReasonToMsg, metricToMsg, trackInputFromMsg, trackOutcomeToMsg, usageToMsg } from "./convert.js";
 
 export const MAX_BATCH = 1000;
 
@@ -26,8 +26,10 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
   /**
    * Every event of a batch is decided on its own; an invalid one gets its own error result. An event
    * that cannot even be converted (an invalid timestamp) is left out of trackMany, not the batch.
+   * Each result carries its usage only with `includeEventUsage`; `usages` always holds the last usage
+   * of each distinct (customer, feature), converted once.
    */
-  async function trackAll(events: TrackRequest[], caller: Caller) {
+  async function trackAll(events: TrackRequest[], caller: Caller, includeEventUsage: boolean) {
     const converted = events.map((event) => {
       try {
         return trackInputFromMsg(event);
@@ -38,15 +40,21 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
     });
     const inputs = converted.filter((c): c is TrackInput => !(c instanceof MeterError));
     const tracked = inputs.length > 0 ? await meter.trackMany(inputs, caller) : [];
+    const usages = new CustomerUsages();
     let next = 0;
-    const outcomes = converted.map((c) => (c instanceof MeterError ? c : tracked[next++]!));
-    return outcomes.map((o, i) => {
-      if (!(o instanceof Error)) return { outcome: { case: "tracked" as const, value: trackOutcomeToMsg(o) } };
+    const results = converted.map((c, i) => {
+      if (c instanceof MeterError) return { outcome: { case: "error" as const, value: c.under(`events[${i}]`).toEventError() } };
+      const o = tracked[next++]!;
+      if (!(o instanceof Error)) {
+        usages.add(c.customerId, o.usage);
+        return { outcome: { case: "tracked" as const, value: trackOutcomeToMsg(o, includeEventUsage) } };
+      }
       if (o instanceof MeterError) return { outcome: { case: "error" as const, value: o.under(`events[${i}]`).toEventError() } };
       logger.error({ err: o, index: i }, "event of a batch failed");
       const eventError = { code: "internal", message: "internal error", field: "", reason: "INTERNAL" };
       return { outcome: { case: "error" as const, value: eventError } };
     });
+    return { results, usages: usages.toMsg() };
   }
 
   return {
@@ -59,7 +67,7 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
     async trackBatch(req, ctx) {
       requireSecretKey(ctx, "TrackBatch");
       checkBatchSize(req.events);
-      return { results: await trackAll(req.events, callerOf(ctx)) };
+      return await trackAll(req.events, callerOf(ctx), req.includeEventUsage);
     },
 
     // One request at a time: the next is not read until the current one is durable and acknowledged,
@@ -71,7 +79,7 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       for await (const req of requests) {
         sequence++;
         checkBatchSize(req.events);
-        yield { sequence, results: await trackAll(req.events, caller) };
+        yield { sequence, ...(await trackAll(req.events, caller, req.includeEventUsage)) };
       }
     },
 

@@ -128,7 +128,7 @@ describe.each(cases)("$name", (c) => {
     ]);
   });
 
-  it.runIf(c.bidi)("TrackStream acknowledges each request in order, with one result per event", async () => {
+  it.runIf(c.bidi)("TrackStream acknowledges each request in order, with one result per event and the usage per feature", async () => {
     const customerId = `${c.customer}-stream`;
     async function* requests() {
       yield { events: [{ customerId, featureKey: "api_calls", amount: 1, idempotencyKey: "s-1" }] };
@@ -137,20 +137,23 @@ describe.each(cases)("$name", (c) => {
           { customerId, featureKey: "api_calls", amount: 2, idempotencyKey: "s-2" },
           { customerId, featureKey: "nope", amount: 1, idempotencyKey: "s-3" },
         ],
+        includeEventUsage: true,
       };
     }
-    const acks: Array<{ sequence: bigint; results: string[] }> = [];
+    const acks: Array<{ sequence: bigint; results: string[]; usages: string[] }> = [];
     for await (const res of client.trackStream(requests(), { headers: auth })) {
       acks.push({
         sequence: res.sequence,
         results: res.results.map((r) =>
-          r.outcome.case === "tracked" ? `tracked:${r.outcome.value.usage?.consumed}` : `error:${r.outcome.value?.field}`,
+          r.outcome.case === "tracked" ? `tracked:${r.outcome.value.usage?.consumed ?? "-"}` : `error:${r.outcome.value?.field}`,
         ),
+        usages: res.usages.map((u) => `${u.customerId}/${u.usage?.featureKey}:${u.usage?.consumed}`),
       });
     }
+    // The first request leaves each event's usage out (the default); the second asked for it.
     expect(acks).toEqual([
-      { sequence: 1n, results: ["tracked:1"] },
-      { sequence: 2n, results: ["tracked:3", "error:events[1].feature_key"] },
+      { sequence: 1n, results: ["tracked:-"], usages: [`${customerId}/api_calls:1`] },
+      { sequence: 2n, results: ["tracked:3", "error:events[1].feature_key"], usages: [`${customerId}/api_calls:3`] },
     ]);
   });
 });
@@ -178,6 +181,11 @@ interface PlainTrackResponse {
   duplicate: boolean;
   usage: PlainUsage;
 }
+interface PlainStreamResponse {
+  sequence: string;
+  results: PlainTrackResult[];
+  usages: Array<{ customerId: string; usage: PlainUsage }>;
+}
 interface PlainTrackResult {
   outcome: "tracked" | "error";
   tracked?: PlainTrackResponse;
@@ -189,7 +197,7 @@ interface PlainMetric extends PlainUsage {
 interface MeteringClient extends grpc.Client {
   track(req: object, metadata: grpc.Metadata, callback: Callback<PlainTrackResponse>): grpc.ClientUnaryCall;
   getMetrics(req: object, metadata: grpc.Metadata, callback: Callback<{ metrics: PlainMetric[] }>): grpc.ClientUnaryCall;
-  trackStream(metadata: grpc.Metadata): grpc.ClientDuplexStream<object, { sequence: string; results: PlainTrackResult[] }>;
+  trackStream(metadata: grpc.Metadata): grpc.ClientDuplexStream<object, PlainStreamResponse>;
   watchUsage(req: object, metadata: grpc.Metadata): grpc.ClientReadableStream<{ metrics: PlainMetric[] }>;
 }
 
@@ -249,9 +257,9 @@ describe("@grpc/grpc-js client from the .proto files -> grpc-js listener", () =>
   it("bidi TrackStream: two requests, each acknowledged in order with per-event results", async () => {
     const customerId = "cust-grpc-js-stream";
     const call = client.trackStream(withKey());
-    const acks: Array<{ sequence: string; results: PlainTrackResult[] }> = [];
+    const acks: PlainStreamResponse[] = [];
     const done = new Promise<void>((resolve, reject) => {
-      call.on("data", (res: { sequence: string; results: PlainTrackResult[] }) => {
+      call.on("data", (res: PlainStreamResponse) => {
         acks.push(res);
         // The second request is sent only after the first is acknowledged: acks follow requests.
         if (acks.length === 1) {
@@ -261,6 +269,7 @@ describe("@grpc/grpc-js client from the .proto files -> grpc-js listener", () =>
               { customerId, featureKey: "api_calls", amount: 0.4, idempotencyKey: "gjs-3" },
               { customerId, featureKey: "seats", amount: 1, idempotencyKey: "gjs-4" },
             ],
+            includeEventUsage: true,
           });
         } else {
           call.end();
@@ -274,7 +283,11 @@ describe("@grpc/grpc-js client from the .proto files -> grpc-js listener", () =>
 
     expect(acks.map((a) => a.sequence)).toEqual(["1", "2"]);
     expect(acks[0]!.results).toHaveLength(1);
-    expect(acks[0]!.results[0]).toMatchObject({ outcome: "tracked", tracked: { decision: "DECISION_ALLOWED", usage: { consumed: 1 } } });
+    // By default a result has no usage of its own: the ack's usages has it, once per feature.
+    expect(acks[0]!.results[0]).toMatchObject({ outcome: "tracked", tracked: { decision: "DECISION_ALLOWED", usage: null } });
+    expect(acks[0]!.usages).toHaveLength(1);
+    expect(acks[0]!.usages[0]).toMatchObject({ customerId, usage: { featureKey: "api_calls", consumed: 1 } });
+    // The second request asked for include_event_usage: each tracked event carries its usage too.
     const second = acks[1]!.results;
     expect(second.map((r) => r.outcome)).toEqual(["tracked", "error", "tracked"]);
     expect(second[0]!.tracked).toMatchObject({ decision: "DECISION_ALLOWED", usage: { featureKey: "api_calls", consumed: 3 } });
@@ -282,6 +295,10 @@ describe("@grpc/grpc-js client from the .proto files -> grpc-js listener", () =>
     expect(second[2]!.tracked).toMatchObject({ decision: "DECISION_ALLOWED", usage: { featureKey: "seats", consumed: 1, limit: 10 } });
     // Seats never reset: no period.
     expect(second[2]!.tracked!.usage.periodStart).toBeNull();
+    expect(acks[1]!.usages.map((u) => [u.customerId, u.usage.featureKey, u.usage.consumed])).toEqual([
+      [customerId, "api_calls", 3],
+      [customerId, "seats", 1],
+    ]);
   });
 
   it("server stream WatchUsage: the current metrics first, then the change a Track makes", async () => {
