@@ -8,11 +8,48 @@ local function int(n)
   return string.format("%d", n)
 end
 
--- keys: record (hash), counter (the wallet key again when the event has no counter), wallet, outbox, marker.
+-- One script call's view of the keyspace: markers, counters and wallets are read once and written once at
+-- the end (flush), and outbox entries are added in one ZADD per outbox, however many events touch them.
+local function newCache()
+  local now = redis.call("TIME")
+  return { values = {}, dirty = {}, order = {}, outboxes = {}, outboxOrder = {},
+    now = now[1] * 1000 + math.floor(now[2] / 1000) }
+end
+
+local function cget(cache, key)
+  local value = cache.values[key]
+  if value == nil then
+    value = redis.call("GET", key)
+    cache.values[key] = value
+  end
+  return value
+end
+
+local function cset(cache, key, value)
+  cache.values[key] = value
+  if not cache.dirty[key] then
+    cache.dirty[key] = true
+    cache.order[#cache.order + 1] = key
+  end
+end
+
+local function flush(cache)
+  -- SET of the checked totals (not INCRBY of the deltas) stores exactly the values returned; KEEPTTL keeps
+  -- any expiry a counter was given.
+  for _, key in ipairs(cache.order) do redis.call("SET", key, cache.values[key], "KEEPTTL") end
+  for _, outboxKey in ipairs(cache.outboxOrder) do
+    local members = cache.outboxes[outboxKey]
+    for i = 1, #members, 1000 do
+      redis.call("ZADD", outboxKey, unpack(members, i, math.min(i + 999, #members)))
+    end
+  end
+end
+
+-- keys: record, counter (the wallet key again when the event has no counter), wallet, outbox, marker.
 -- args: eventId, fingerprint, op ("add": amount = units; "set": amount = target), amount, expected ("" for
 -- any), limit ("" for none), walletDelta, walletMayGoNegative ("1"/"0"), usesCounter ("1"/"0"), recordTtl,
 -- row (what the ledger needs to commit the event, kept until settled).
-local function applyOne(recordKey, counterKey, walletKey, outboxKey, markerKey,
+local function applyOne(cache, recordKey, counterKey, walletKey, outboxKey, markerKey,
                         eventId, fingerprint, op, amountArg, expectedArg, limitArg, walletDeltaArg,
                         walletMayGoNegativeArg, usesCounterArg, recordTtl, row)
   local amount = tonumber(amountArg)
@@ -26,28 +63,35 @@ local function applyOne(recordKey, counterKey, walletKey, outboxKey, markerKey,
     return redis.error_reply("ERR meterd apply: unknown op " .. tostring(op))
   end
 
-  local record = redis.call("HMGET", recordKey, "fp", "result", "eid", "applied")
-  if record[1] then
-    if record[1] ~= fingerprint then return {"KEY_CONFLICT"} end
-    if record[2] then return {"DUPLICATE", record[2]} end
+  local record = readRecord(recordKey)
+  if record then
+    local state, fp, eid, rest = splitRecord(record)
+    if fp ~= fingerprint then return {"KEY_CONFLICT"} end
+    if state == "S" then
+      local _, _, _, result = splitSettled(rest)
+      return {"DUPLICATE", result}
+    end
     -- The same event again: a client resent this command after losing the reply. Answer as before.
-    if record[3] == eventId and record[4] then return cjson.decode(record[4]) end
+    if eid == eventId then
+      local before, after, delta, walletAfter = splitPending(rest)
+      return {"APPLIED", before, after, delta, walletAfter ~= "" and walletAfter or false}
+    end
     return {"PENDING"}
   end
 
   -- A customer without the marker is new, or Redis lost its data: nothing of theirs may be trusted or loaded
   -- until the rebuild has waited out the commits that were in flight.
-  if redis.call("GET", markerKey) ~= "live" then return {"NOT_LOADED", 1, 1, 1} end
+  if cget(cache, markerKey) ~= "live" then return {"NOT_LOADED", 1, 1, 1} end
 
   local usesWallet = walletDelta ~= 0
   local consumed, wallet = 0, 0
   local counterMissing, walletMissing = 0, 0
   if usesCounter then
-    local value = redis.call("GET", counterKey)
+    local value = cget(cache, counterKey)
     if value then consumed = tonumber(value) else counterMissing = 1 end
   end
   if usesWallet then
-    local value = redis.call("GET", walletKey)
+    local value = cget(cache, walletKey)
     if value then wallet = tonumber(value) else walletMissing = 1 end
   end
   if counterMissing == 1 or walletMissing == 1 then
@@ -72,17 +116,21 @@ local function applyOne(recordKey, counterKey, walletKey, outboxKey, markerKey,
   end
   if math.abs(walletAfter) > MAX then return {"OUT_OF_RANGE", int(consumed)} end
 
-  -- SET of the checked totals (not INCRBY of the delta) stores exactly the values returned; KEEPTTL keeps
-  -- any expiry the counter was given.
-  if usesCounter then redis.call("SET", counterKey, int(after), "KEEPTTL") end
-  if usesWallet then redis.call("SET", walletKey, int(walletAfter), "KEEPTTL") end
-  local reply = {"APPLIED", int(consumed), int(after), int(delta), usesWallet and int(walletAfter) or false}
-  redis.call("HSET", recordKey,
-    "fp", fingerprint, "eid", eventId, "delta", int(delta), "wdelta", int(walletDelta),
-    "ckey", usesCounter and counterKey or "", "applied", cjson.encode(reply), "row", row)
-  local now = redis.call("TIME")
-  redis.call("ZADD", outboxKey, now[1] * 1000 + math.floor(now[2] / 1000), recordKey)
-  -- A leak guard only: settle() or revert() ends a pending record long before this.
-  redis.call("EXPIRE", recordKey, recordTtl)
-  return reply
+  if usesCounter then cset(cache, counterKey, int(after)) end
+  if usesWallet then cset(cache, walletKey, int(walletAfter)) end
+  local before, afterText, deltaText = int(consumed), int(after), int(delta)
+  local walletAfterText = usesWallet and int(walletAfter) or ""
+  -- The record expires after recordTtl: a leak guard while pending (settle or revert ends it long before),
+  -- then the window in which Redis alone answers a retry.
+  redis.call("SET", recordKey, table.concat({"P", fingerprint, eventId, before, afterText, deltaText, walletAfterText,
+    int(walletDelta), usesCounter and counterKey or "", row}, "\t"), "EX", recordTtl)
+  local members = cache.outboxes[outboxKey]
+  if not members then
+    members = {}
+    cache.outboxes[outboxKey] = members
+    cache.outboxOrder[#cache.outboxOrder + 1] = outboxKey
+  end
+  members[#members + 1] = cache.now
+  members[#members + 1] = recordKey
+  return {"APPLIED", before, afterText, deltaText, usesWallet and walletAfterText or false}
 end

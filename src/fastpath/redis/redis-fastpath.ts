@@ -3,6 +3,7 @@
 // so every script call touches one slot, and every key is passed to the scripts through KEYS.
 import type { ChainableCommander, Redis } from "ioredis";
 import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Readings, StaleEvent } from "../fastpath.js";
+import { type ParsedRecord, parseRecord, staleEventOf } from "./record.js";
 import { type ApplyReply, defineMeterdCommands, type Flag } from "./scripts.js";
 
 export interface RedisFastPathOptions {
@@ -27,14 +28,15 @@ const POLL_MAX_MS = 100;
  *
  *   <prefix>{c:<customer>}:u:<feature>:<period>   usage counter (integer string)
  *   <prefix>{c:<customer>}:w                      credit wallet (integer string)
- *   <prefix>{c:<customer>}:k:<dedupe key>         idempotency record (hash: fp, eid, delta, wdelta, ckey,
- *                                                 applied and row until settled, then result)
+ *   <prefix>{c:<customer>}:k:<dedupe key>         idempotency record (one string, see record.lua: pending
+ *                                                 with its deltas and outbox row, then settled with its result)
  *   <prefix>{c:<customer>}:o                      outbox: pending record keys, scored by apply time (ms)
  *   <prefix>{c:<customer>}:m                      marker: "live", or "rebuild:<ms>" while counters may not load
  */
 export class RedisKeyspace {
   constructor(readonly prefix: string = DEFAULT_PREFIX) {
-    if (/[{}]/.test(prefix)) throw new RangeError(`Redis key prefix ${JSON.stringify(prefix)} may not contain "{" or "}"`);
+    // A tab would break the records, which name their counter key in a tab-separated string.
+    if (/[{}\t]/.test(prefix)) throw new RangeError(`Redis key prefix ${JSON.stringify(prefix)} may not contain "{", "}" or a tab`);
   }
 
   /** The hash tag's content: Redis Cluster hashes only this part of each key of the customer. */
@@ -72,6 +74,15 @@ export class RedisKeyspace {
     return `${this.customer(customerId)}:k:${encodeURIComponent(dedupeKey)}`;
   }
 
+  /** The customer and dedupe key of a record key of this keyspace; null for any other key. */
+  parseRecord(key: string): { customerId: string; dedupeKey: string } | null {
+    if (!key.startsWith(`${this.prefix}{c:`)) return null;
+    const rest = key.slice(this.prefix.length + 3);
+    const close = rest.indexOf("}:k:");
+    if (close < 0) return null;
+    return { customerId: decodeURIComponent(rest.slice(0, close)), dedupeKey: decodeURIComponent(rest.slice(close + 4)) };
+  }
+
   private customer(customerId: string): string {
     return `${this.prefix}{${this.tag(customerId)}}`;
   }
@@ -97,46 +108,47 @@ export class RedisFastPath implements FastPath {
   }
 
   /**
-   * Applies a batch in one round trip: one script call per customer (apply-many.lua decides that
-   * customer's events in order, in one atomic step), all calls in one pipeline. Results come back in
-   * request order.
+   * Applies a batch in one round trip and one script call (apply-many.lua decides every event in order,
+   * in one atomic step), grouped by customer so that each customer's marker, wallet and outbox keys are
+   * passed once. Results come back in request order.
    */
   async applyMany(reqs: ApplyRequest[]): Promise<ApplyResult[]> {
     if (reqs.length === 0) return [];
     const groups = groupIndexes(reqs, (req) => req.customerId);
-    const pipeline = this.redis.pipeline();
+    const keys: string[] = [];
+    const args: string[] = [this.settledTtl];
+    const order: number[] = [];
     for (const group of groups) {
-      const first = reqs[group[0]!]!;
-      const keys = [this.keys.wallet(first.customerId), this.keys.outbox(first.customerId), this.keys.marker(first.customerId)];
-      const args: string[] = [];
+      const customerId = reqs[group[0]!]!.customerId;
+      keys.push(this.keys.wallet(customerId), this.keys.outbox(customerId), this.keys.marker(customerId));
+      args.push(String(group.length));
       for (const i of group) {
-        const [recordKey, counterKey, , , , ...rest] = this.applyArgs(reqs[i]!);
-        keys.push(recordKey as string, counterKey as string);
-        args.push(...(rest as string[]));
+        const req = reqs[i]!;
+        keys.push(this.keys.record(req.customerId, req.dedupeKey), this.counterKey(req));
+        args.push(...this.eventArgs(req));
+        order.push(i);
       }
-      pipeline.meterdApplyMany(keys.length, ...keys, ...args);
     }
-    const replies = (await execPipeline(pipeline)) as ApplyReply[][];
+    const replies = await this.redis.meterdApplyMany(keys.length, ...keys, ...args);
     const results = new Array<ApplyResult>(reqs.length);
-    groups.forEach((group, g) => {
-      group.forEach((i, at) => {
-        results[i] = decodeApply(replies[g]![at]!);
-      });
-    });
+    order.forEach((i, at) => (results[i] = decodeApply(replies[at]!)));
     return results;
   }
 
+  /** Settles any number of events in one script call. */
   async settleMany(items: ReadonlyArray<{ customerId: string; dedupeKey: string; result: string }>): Promise<void> {
     if (items.length === 0) return;
-    const pipeline = this.redis.pipeline();
+    const keys: string[] = [];
+    const args: string[] = [this.settledTtl];
     for (const { customerId, dedupeKey, result } of items) {
-      pipeline.meterdSettle(this.keys.record(customerId, dedupeKey), this.keys.outbox(customerId), result, this.settledTtl);
+      keys.push(this.keys.record(customerId, dedupeKey), this.keys.outbox(customerId));
+      args.push(result);
     }
-    await execPipeline(pipeline);
+    await this.redis.meterdSettle(keys.length, ...keys, ...args);
   }
 
   async settle(customerId: string, dedupeKey: string, result: string): Promise<void> {
-    await this.redis.meterdSettle(this.keys.record(customerId, dedupeKey), this.keys.outbox(customerId), result, this.settledTtl);
+    await this.settleMany([{ customerId, dedupeKey, result }]);
   }
 
   async revert(req: ApplyRequest, _applied: { delta: number }): Promise<void> {
@@ -171,19 +183,17 @@ export class RedisFastPath implements FastPath {
       for (const outbox of outboxes) ranges.zrangebyscore(outbox, "-inf", cutoff, "LIMIT", 0, max);
       const found = ((await execPipeline(ranges)) as string[][]).flatMap((keys, i) => keys.map((key) => [outboxes[i]!, key] as const));
       if (found.length === 0) continue;
-      const reads = this.redis.pipeline();
-      for (const [, recordKey] of found) reads.hmget(recordKey, "eid", "delta", "wdelta", "row", "result");
-      const records = (await execPipeline(reads)) as Array<Array<string | null>>;
+      const records = await this.readRecords(found.map(([, recordKey]) => recordKey));
       const gone = this.redis.pipeline();
-      records.forEach(([eventId, delta, walletDelta, row, result], i) => {
+      records.forEach((record, i) => {
         const [outbox, recordKey] = found[i]!;
-        if (eventId == null || row == null || result != null || delta == null || walletDelta == null) {
+        const owner = this.keys.parseRecord(recordKey);
+        const event = owner === null ? null : staleEventOf(owner.customerId, owner.dedupeKey, record);
+        if (event === null) {
           gone.zrem(outbox, recordKey); // settled or gone: not an outbox entry any more
           return;
         }
-        if (stale.length >= max) return;
-        const parsed = JSON.parse(row) as { customerId: string; dedupeKey: string };
-        stale.push({ customerId: parsed.customerId, dedupeKey: parsed.dedupeKey, eventId, delta: int(delta), walletDelta: int(walletDelta), record: row });
+        if (stale.length < max) stale.push(event);
       });
       if (gone.length > 0) await execPipeline(gone);
       if (stale.length >= max) return stale;
@@ -193,14 +203,12 @@ export class RedisFastPath implements FastPath {
 
   async pendingEvents(customerId: string): Promise<StaleEvent[]> {
     const recordKeys = await this.redis.zrange(this.keys.outbox(customerId), "0", "-1");
-    const out: StaleEvent[] = [];
-    for (const recordKey of recordKeys) {
-      const [eventId, delta, walletDelta, row, result] = await this.redis.hmget(recordKey, "eid", "delta", "wdelta", "row", "result");
-      if (eventId == null || row == null || result != null || delta == null || walletDelta == null) continue;
-      const parsed = JSON.parse(row) as { dedupeKey: string };
-      out.push({ customerId, dedupeKey: parsed.dedupeKey, eventId, delta: int(delta), walletDelta: int(walletDelta), record: row });
-    }
-    return out;
+    const records = await this.readRecords(recordKeys);
+    return records.flatMap((record, i) => {
+      const owner = this.keys.parseRecord(recordKeys[i]!);
+      const event = owner === null ? null : staleEventOf(owner.customerId, owner.dedupeKey, record);
+      return event === null ? [] : [event];
+    });
   }
 
   async listCounters(customerId: string): Promise<Array<{ counter: CounterRef; units: number }>> {
@@ -233,8 +241,8 @@ export class RedisFastPath implements FastPath {
     const deadline = Date.now() + timeoutMs;
     let delay = POLL_FIRST_MS;
     for (;;) {
-      const [fingerprint, result] = await this.redis.hmget(key, "fp", "result");
-      if (fingerprint === null || result !== null) return;
+      const [record] = await this.readRecords([key]);
+      if (record == null || record.state !== "pending") return;
       const left = deadline - Date.now();
       if (left <= 0) return;
       await sleep(Math.min(delay, left));
@@ -306,13 +314,31 @@ export class RedisFastPath implements FastPath {
   }
 
   private applyArgs(req: ApplyRequest): ApplyArgs {
-    const { op } = req;
+    const [eventId, fingerprint, op, amount, expected, limit, walletDelta, mayGoNegative, usesCounter, row] = this.eventArgs(req);
     return [
       this.keys.record(req.customerId, req.dedupeKey),
       this.counterKey(req),
       this.keys.wallet(req.customerId),
       this.keys.outbox(req.customerId),
       this.keys.marker(req.customerId),
+      eventId,
+      fingerprint,
+      op as "add" | "set",
+      amount,
+      expected,
+      limit,
+      walletDelta,
+      mayGoNegative as Flag,
+      usesCounter as Flag,
+      this.settledTtl,
+      row,
+    ];
+  }
+
+  /** An event's arguments after its keys, but the record TTL (one per call in apply-many.lua). */
+  private eventArgs(req: ApplyRequest): EventArgs {
+    const { op } = req;
+    return [
       req.eventId,
       req.fingerprint,
       op.kind,
@@ -322,13 +348,20 @@ export class RedisFastPath implements FastPath {
       intArg("walletDelta", req.walletDelta),
       flag(req.walletMayGoNegative),
       flag(req.counter !== null),
-      this.settledTtl,
       req.record,
     ];
+  }
+
+  /** Records in one format whatever wrote them (read-records.lua), in one call. */
+  private async readRecords(keys: string[]): Promise<Array<ParsedRecord | null>> {
+    if (keys.length === 0) return [];
+    const values = await this.redis.meterdReadRecords(keys.length, ...keys);
+    return values.map((value) => (value == null ? null : parseRecord(value)));
   }
 }
 
 type ApplyArgs = Parameters<Redis["meterdApply"]>;
+type EventArgs = [string, string, string, string, string, string, string, string, string, string];
 
 function decodeApply(reply: ApplyReply): ApplyResult {
   switch (reply[0]) {

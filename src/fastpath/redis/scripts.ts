@@ -21,7 +21,7 @@ export type ApplyReply =
   | [code: "OUT_OF_RANGE", consumed: IntString]
   | [code: "NOT_LOADED", counterMissing: 0 | 1, walletMissing: 0 | 1, customerNotLive: 0 | 1];
 
-export type SettleReply = [code: "SETTLED"] | [code: "NOT_FOUND"];
+export type SettleReply = "SETTLED" | "NOT_FOUND";
 
 export type RevertReply = [code: "REVERTED"] | [code: "NOT_FOUND"] | [code: "OTHER_EVENT"] | [code: "COUNTER_MISMATCH"];
 
@@ -49,12 +49,15 @@ declare module "ioredis" {
       row: string,
     ): Result<ApplyReply, Context>;
     /**
-     * apply-many.lua: events of one customer. numKeys, then wallet, outbox, marker and per event its record
-     * and counter keys, then per event the 11 arguments of meterdApply after its keys.
+     * apply-many.lua: events of any customers. numKeys, then per customer group its wallet, outbox and marker
+     * keys and per event its record and counter keys; then recordTtl, and per group its number of events
+     * followed by each event's arguments of meterdApply after its keys, but recordTtl.
      */
     meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<ApplyReply[], Context>;
-    /** settle.lua */
-    meterdSettle(recordKey: RedisKey, outboxKey: RedisKey, result: string, ttlSeconds: IntString): Result<SettleReply, Context>;
+    /** settle.lua: numKeys, then per event its record and outbox keys; then recordTtl and per event its result. */
+    meterdSettle(numKeys: number, ...keysAndArgs: string[]): Result<SettleReply[], Context>;
+    /** read-records.lua: each record as one string (see record.lua), or null. */
+    meterdReadRecords(numKeys: number, ...keys: string[]): Result<Array<string | null>, Context>;
     /** revert.lua */
     meterdRevert(recordKey: RedisKey, counterKey: RedisKey, walletKey: RedisKey, outboxKey: RedisKey, eventId: string): Result<RevertReply, Context>;
     /** load.lua */
@@ -64,17 +67,24 @@ declare module "ioredis" {
   }
 }
 
-/** The decision itself, prepended to the scripts that decide events, so that it is written once. */
-const CORE = "apply-core.lua";
+/**
+ * Scripts that span customers (slots) say so to Redis 7, so that Redis Cluster runs them on the node that
+ * holds all their keys; the line must come first.
+ */
+const CROSS_SLOT = "#!lua flags=allow-cross-slot-keys";
 
-/** Command name, number of KEYS (undefined: given with each call), file, whether it needs the core. */
+/**
+ * Command name, number of KEYS (undefined: given with each call), file, the shared files prepended to it
+ * (record.lua reads idempotency records; apply-core.lua is the decision itself), and whether it may span slots.
+ */
 const SCRIPTS = [
-  ["meterdApply", 5, "apply.lua", true],
-  ["meterdApplyMany", undefined, "apply-many.lua", true],
-  ["meterdSettle", 2, "settle.lua", false],
-  ["meterdRevert", 4, "revert.lua", false],
-  ["meterdLoad", 2, "load.lua", false],
-  ["meterdRebuild", 1, "rebuild.lua", false],
+  ["meterdApply", 5, "apply.lua", ["record.lua", "apply-core.lua"], false],
+  ["meterdApplyMany", undefined, "apply-many.lua", ["record.lua", "apply-core.lua"], true],
+  ["meterdSettle", undefined, "settle.lua", ["record.lua"], true],
+  ["meterdReadRecords", undefined, "read-records.lua", ["record.lua"], true],
+  ["meterdRevert", 4, "revert.lua", ["record.lua"], false],
+  ["meterdLoad", 2, "load.lua", [], false],
+  ["meterdRebuild", 1, "rebuild.lua", [], false],
 ] as const;
 
 /** The scripts with their text, read once per process. */
@@ -92,10 +102,10 @@ const registered = new WeakSet<ScriptHost>();
 /** Registers every meterd script on the client (once per client); pipelines made from it get them too. */
 export function defineMeterdCommands(redis: ScriptHost): void {
   if (registered.has(redis)) return;
-  loaded ??= SCRIPTS.map(([name, numberOfKeys, file, core]) => ({
+  loaded ??= SCRIPTS.map(([name, numberOfKeys, file, shared, crossSlot]) => ({
     name,
     numberOfKeys,
-    lua: core ? `${read(CORE)}\n${read(file)}` : read(file),
+    lua: [...(crossSlot ? [CROSS_SLOT] : []), ...shared.map(read), read(file)].join("\n"),
   }));
   for (const { name, numberOfKeys, lua } of loaded) {
     redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });

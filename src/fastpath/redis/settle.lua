@@ -1,16 +1,38 @@
--- Stores the committed result in an event's idempotency record and starts the record's retention TTL.
-local recordKey = KEYS[1]
-local outboxKey = KEYS[2]
-local result = ARGV[1]
-local ttlSeconds = ARGV[2]
-
-if redis.call("EXISTS", recordKey) == 0 then
-  redis.call("ZREM", outboxKey, recordKey)
-  return {"NOT_FOUND"}
+-- Stores committed results in events' idempotency records and takes them out of their outboxes; any number of
+-- events, of any customers on one Redis node (readRecord comes from record.lua).
+-- KEYS: per event its record and its outbox. ARGV: recordTtl, then per event its result.
+local ttl = ARGV[1]
+local done = {}
+local outboxes, order = {}, {}
+for i = 1, #KEYS, 2 do
+  local recordKey, outboxKey = KEYS[i], KEYS[i + 1]
+  local record = readRecord(recordKey)
+  if record then
+    local state, fp, eid, rest = splitRecord(record)
+    local delta, walletDelta, counterKey
+    if state == "S" then
+      delta, walletDelta, counterKey = splitSettled(rest)
+    else
+      local _
+      _, _, delta, _, walletDelta, counterKey = splitPending(rest)
+    end
+    -- The deltas stay, so that a late revert can still undo the event; the outbox row is dropped.
+    redis.call("SET", recordKey, table.concat({"S", fp, eid, delta, walletDelta, counterKey, ARGV[(i + 1) / 2 + 1]}, "\t"),
+      "EX", ttl)
+    done[#done + 1] = "SETTLED"
+  else
+    done[#done + 1] = "NOT_FOUND"
+  end
+  local members = outboxes[outboxKey]
+  if not members then
+    members = {}
+    outboxes[outboxKey] = members
+    order[#order + 1] = outboxKey
+  end
+  members[#members + 1] = recordKey
 end
-redis.call("HSET", recordKey, "result", result)
--- Committed: the outbox entry and its row are done with.
-redis.call("HDEL", recordKey, "row", "applied")
-redis.call("ZREM", outboxKey, recordKey)
-redis.call("EXPIRE", recordKey, ttlSeconds)
-return {"SETTLED"}
+for _, outboxKey in ipairs(order) do
+  local members = outboxes[outboxKey]
+  for i = 1, #members, 1000 do redis.call("ZREM", outboxKey, unpack(members, i, math.min(i + 999, #members))) end
+end
+return done
