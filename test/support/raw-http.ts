@@ -9,32 +9,54 @@ export interface RawAnswer {
   headers: Record<string, string | string[] | undefined>;
   body: Buffer;
   trailers: Record<string, string | string[] | undefined>;
+  /** False when the client stopped waiting (timeoutMs) after the response had begun. */
+  complete: boolean;
 }
 
 export interface RawRequest {
   path: string;
   headers: Record<string, string>;
   body: Uint8Array;
-  /** Abandon the request after this long (the answer is then an error). */
+  /**
+   * Stop waiting after this long (default 10 s): an answer that has begun is returned as it is
+   * (complete: false), no answer at all is an error.
+   */
   timeoutMs?: number;
 }
 
 /** One request on a fresh HTTP/1.1 connection. */
 export function h1Request(port: number, request: RawRequest): Promise<RawAnswer> {
+  const timeoutMs = request.timeoutMs ?? 10_000;
   return new Promise((resolve, reject) => {
+    let partial: (() => RawAnswer) | null = null;
     const req = http.request(
       { host: "127.0.0.1", port, method: "POST", path: request.path, headers: request.headers, agent: false },
       (res) => {
         const chunks: Buffer[] = [];
+        const answer = (complete: boolean): RawAnswer => ({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: Buffer.concat(chunks),
+          trailers: res.trailers,
+          complete,
+        });
+        partial = () => answer(false);
         res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("error", reject);
-        res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), trailers: res.trailers }),
-        );
+        res.on("error", () => {}); // after a timeout, the partial answer has been given
+        res.on("end", () => resolve(answer(true)));
       },
     );
-    req.setTimeout(request.timeoutMs ?? 10_000, () => req.destroy(new Error(`no answer within ${request.timeoutMs ?? 10_000} ms`)));
-    req.on("error", reject);
+    const timer = setTimeout(() => {
+      if (partial !== null) resolve(partial());
+      else reject(new Error(`no answer within ${timeoutMs} ms`));
+      req.destroy();
+    }, timeoutMs);
+    req.on("close", () => clearTimeout(timer));
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      if (partial !== null) resolve(partial());
+      else reject(err);
+    });
     req.end(request.body);
   });
 }
@@ -53,12 +75,23 @@ export function h2Request(port: number, request: RawRequest, session?: http2.Cli
     stream.on("response", (h) => (headers = h));
     stream.on("trailers", (t) => (trailers = t));
     stream.on("data", (c: Buffer) => chunks.push(c));
-    stream.setTimeout(request.timeoutMs ?? 10_000, () => stream.close(http2.constants.NGHTTP2_CANCEL));
+    let cancelled = false;
+    stream.setTimeout(request.timeoutMs ?? 10_000, () => {
+      cancelled = true;
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    });
+    // The answer is complete when the server ends its side (END_STREAM), even if the request is
+    // still being sent: a server that has answered need not read the rest (an oversized body).
+    stream.on("end", () => {
+      const status = Number(headers[":status"] ?? 0);
+      if (status !== 0) resolve({ status, headers, body: Buffer.concat(chunks), trailers, complete: !cancelled });
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    });
     stream.on("close", () => {
       s.off("error", onSessionError);
       const status = Number(headers[":status"] ?? 0);
       if (status === 0) reject(new Error(`the stream closed without an answer (code ${stream.rstCode})`));
-      else resolve({ status, headers, body: Buffer.concat(chunks), trailers });
+      else resolve({ status, headers, body: Buffer.concat(chunks), trailers, complete: !cancelled });
     });
     stream.on("error", () => {}); // reported by "close"
     stream.end(request.body);
