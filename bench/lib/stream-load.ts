@@ -35,6 +35,11 @@ export interface StreamLoadOptions extends WindowHooks {
   sampleEveryMs?: number;
   /** At the end of the window, cancel the streams instead of waiting for their acknowledgements. */
   cancelAtEnd?: boolean;
+  /**
+   * The window lasts until at least this many requests were acknowledged in it, even past its duration
+   * (at most a minute more): requests that take seconds are then still measured, instead of none.
+   */
+  minAcks?: number;
 }
 
 export async function streamLoad(options: StreamLoadOptions): Promise<StreamLoadResult> {
@@ -46,6 +51,8 @@ export async function streamLoad(options: StreamLoadOptions): Promise<StreamLoad
   let problems = 0;
   let firstProblem: string | null = null;
   let maxUnacked = 0;
+  let acksInWindow = 0;
+  let durationOver = false;
   const unackedOf: number[] = [];
   const calls: Array<{ cancel(): void }> = [];
   const start = performance.now();
@@ -84,7 +91,11 @@ export async function streamLoad(options: StreamLoadOptions): Promise<StreamLoad
         unackedOf[s]!--;
         const counted = allowedIn(res.results);
         allowedTotal += counted.allowed;
-        if (measuring) events += counted.allowed;
+        if (measuring) {
+          events += counted.allowed;
+          acksInWindow++;
+          endIfDone();
+        }
         problems += counted.other;
         firstProblem ??= counted.firstProblem;
         pump();
@@ -103,23 +114,33 @@ export async function streamLoad(options: StreamLoadOptions): Promise<StreamLoad
     measuredFrom = performance.now();
     options.onStart?.();
   }, options.warmupMs);
-  const stopTimer = setTimeout(() => {
+  const stop = () => {
+    if (stopping) return;
     measuring = false;
     measuredTo = performance.now();
     options.onEnd?.();
     stopping = true;
     if (options.cancelAtEnd) for (const call of calls) call.cancel();
+  };
+  function endIfDone() {
+    if (durationOver && acksInWindow >= (options.minAcks ?? 0)) stop();
+  }
+  const stopTimer = setTimeout(() => {
+    durationOver = true;
+    endIfDone();
   }, options.warmupMs + options.durationMs);
+  const capTimer = setTimeout(stop, options.warmupMs + options.durationMs + 60_000);
   const all = Promise.all(Array.from({ length: options.streams }, (_, s) => runStream(s)));
   // After the window, each stream ends once its requests are acknowledged; give them a bounded time.
   const watchdog = new Promise<never>((_, reject) =>
-    setTimeout(() => reject(new Error("TrackStream: streams did not finish within 60 s of the end")), options.warmupMs + options.durationMs + 60_000).unref(),
+    setTimeout(() => reject(new Error("TrackStream: streams did not finish within 60 s of the end")), options.warmupMs + options.durationMs + 120_000).unref(),
   );
   try {
     await Promise.race([all, watchdog]);
   } finally {
     clearTimeout(startTimer);
     clearTimeout(stopTimer);
+    clearTimeout(capTimer);
     if (sampler) clearInterval(sampler);
   }
   const seconds = (measuredTo - measuredFrom) / 1000;
