@@ -1,9 +1,10 @@
-// meterd's benchmark harness (`npm run bench`; issue 5). It starts meterd as its own process against the
-// machine's Redis and Postgres (a fresh database and key prefix), drives it with real clients (grpc-js,
+// meterd's benchmark harness (`npm run bench`; issues 5 and 9). It starts meterd as its own process against
+// the machine's Redis and Postgres (a fresh database and key prefix), drives it with real clients (grpc-js,
 // connect-node over HTTP/2), measures the floors for the same work in the same run (bare grpc-js and
-// connect-node echo servers, meterd's apply script called directly with ioredis, the same rows inserted
-// directly with pg), prints a table of figures, floors, ratios and the issue's targets, and writes
-// bench/results/latest.json. `npm run bench -- --soak` runs the memory soak instead. `--help` lists options.
+// connect-node echo servers; meterd's own Redis and ledger adapters driven by a bare script, with no RPC or
+// service code; the same rows in a bare table), prints a table of figures, floors, ratios and the issue's
+// targets, and writes bench/results/latest.json. `npm run bench -- --soak` runs the memory soak instead.
+// `--help` lists options and phases.
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -14,35 +15,48 @@ import { create } from "@bufbuild/protobuf";
 import pg from "pg";
 import { MeteringService, TrackBatchRequestSchema } from "../gen/meterd/v1/metering_pb.js";
 import { Decision } from "../gen/meterd/v1/usage_pb.js";
-import { latencyFloor, pgFloor, redisFloor } from "./floors/floors.js";
+import { latencyFloor } from "./floors/latency-floor.js";
+import { pgFloor } from "./floors/pg-floor.js";
+import { protocolFloor } from "./floors/protocol-floor.js";
+import { redisFloor } from "./floors/redis-floor.js";
+import { tableFloor } from "./floors/table-floor.js";
 import { allowedIn, BENCH_KEY, connectClient, EventSource, GrpcClient } from "./lib/clients.js";
+import { buildFigures } from "./lib/figures.js";
 import { threadedClosedLoop, type UnaryKind } from "./lib/load-threads.js";
-import { closedLoop, openLoop, type ClosedLoopResult, type OpenLoopResult } from "./lib/load.js";
+import { closedLoop, openLoop, type ClosedLoopResult, type OpenLoopResult, type WindowHooks } from "./lib/load.js";
+import { COLD_SPREADS, DIAGNOSTIC_SPREAD, expandOnly, hasCold, PHASE_HELP, phaseId, SPREADS } from "./lib/phase-list.js";
+import { type CpuShare, machineBusyOver, PgPids, Phases, type Subject } from "./lib/phases.js";
+import { killAllChildren, memoryOf, ROOT } from "./lib/proc.js";
+import { latestJson, markdownTable, passes, textTable } from "./lib/report.js";
+import { createDatabase, deleteRedisPrefix, machineInfo, PG_ADMIN_URL, REDIS_URL, startEcho, startMeterd, type BenchDatabase, type Meterd } from "./lib/services.js";
 import { streamLoad } from "./lib/stream-load.js";
-import { cpuOf, cpuOfCommand, killAllChildren, machineCpu, memoryOf, ROOT, sampleRss } from "./lib/proc.js";
-import { figure, latestJson, markdownTable, passes, textTable, type Figure } from "./lib/report.js";
-import { createDatabase, deleteRedisPrefix, machineInfo, PG_ADMIN_URL, startEcho, startMeterd, type BenchDatabase, type Meterd } from "./lib/services.js";
 import { runSoak } from "./soak.js";
 import { busyTime, summarizeProfile } from "./profile-summary.js";
 
 const USAGE = `Usage: npm run bench [-- options]
 
-  (default)            every phase (about 3 to 4 minutes): table, bench/results/latest.json
+  (default)            every phase (about 6 to 7 minutes): table, bench/results/latest.json
   --soak               the memory soak instead: steady mixed load for --soak-minutes, sampling meterd's RSS,
                        then TrackStream against a slowed ledger (a delaying TCP proxy in front of Postgres)
   --soak-minutes N     length of the steady soak (default 10)
   --slow-seconds N     length of the slowed-ledger TrackStream run (default 120)
-  --seconds N          measured seconds per phase (default 10); each phase also warms up for --warmup
-  --warmup N           warm-up seconds per phase (default 3)
+  --seconds N          measured seconds per unary and latency phase (default 10), after --warmup
+  --warmup N           warm-up seconds per phase (default 3; batch phases take at most 2)
+  --batch-seconds N    measured seconds per batch, stream and floor phase of the ingestion figures
+                       (default 6, or --seconds if that is less): there are ${SPREADS.length * 4 + COLD_SPREADS.length + 2} of them
   --only a,b           only these phases (ids below); figures whose phases did not run are left out, and the
                        results go to bench/results/partial.* instead of latest.*
   --cpu-prof           run meterd under node --cpu-prof; profiles go to bench/results/profiles/ and the top
                        self-time functions are printed at the end (combine with --only)
-  --client-threads N    threads driving the unary closed loops (default: the number of CPUs, at most 4)
-  --wait-quiet N        first wait up to N seconds for the machine to be quiet (under 10% busy for 5 s)
+  --client-threads N   threads driving the unary closed loops (default: the number of CPUs, at most 4)
+  --wait-quiet N       first wait up to N seconds for the machine to be quiet (under 10% busy for 5 s)
   --help
 
-Phases: ${"echo-grpc track-grpc echo-connect track-connect raw-latency latency-grpc latency-connect metrics redis-lua pg-insert batch stream"}`;
+A phase during which other processes took more than 15% of a core runs again, up to 2 more times. If it
+stays disturbed, its figures are marked DISTURBED and the run exits with 3 (1 if acknowledged events are
+missing from the ledger).
+
+${PHASE_HELP}`;
 
 const { values: opts } = parseArgs({
   options: {
@@ -51,6 +65,7 @@ const { values: opts } = parseArgs({
     "slow-seconds": { type: "string" },
     seconds: { type: "string" },
     warmup: { type: "string" },
+    "batch-seconds": { type: "string" },
     only: { type: "string" },
     "cpu-prof": { type: "boolean" },
     "wait-quiet": { type: "string" },
@@ -71,6 +86,13 @@ const num = (raw: string | undefined, fallback: number, name: string) => {
 };
 const MEASURE_MS = num(opts.seconds, 10, "seconds") * 1000;
 const WARMUP_MS = num(opts.warmup, 3, "warmup") * 1000;
+/**
+ * The ingestion phases are many (each spread of customers has a protocol floor, a bare-table floor, a
+ * TrackBatch and a TrackStream phase): shorter windows keep the run within its time. At 1,000 events per
+ * call, 6 s still holds dozens of calls.
+ */
+const BATCH_MEASURE_MS = num(opts["batch-seconds"], Math.min(6, MEASURE_MS / 1000), "batch-seconds") * 1000;
+const BATCH_WARMUP_MS = Math.min(2000, WARMUP_MS);
 
 /** Customers the load is spread over; each has api_calls with a hard limit of 10^9 (bench/catalog.json). */
 const CUSTOMERS = 1000;
@@ -84,22 +106,24 @@ const RATE = 1000;
  */
 const OPEN_LOOP_MAX_IN_FLIGHT = 1000;
 const BATCH = 1000;
-/** A batch (and a stream request) holds events of this many customers, BATCH / this each. */
-const PER_BATCH_CUSTOMERS = 100;
-/** TrackBatch calls in flight; and streams x requests unacknowledged per stream for TrackStream. */
+/** TrackBatch calls in flight, and batches in flight in the floors; streams x requests unacknowledged per stream for TrackStream. */
 const BATCH_IN_FLIGHT = 4;
 const STREAMS = 4;
 const STREAM_WINDOW = 2;
-/** Statements in flight for the Postgres floor (its own connections) and batches for the Redis floor. */
-const PG_FLOOR_IN_FLIGHT = 4;
-const REDIS_FLOOR_IN_FLIGHT = 4;
 
 const RESULTS = path.join(ROOT, "bench/results");
 const PROFILES = path.join(RESULTS, "profiles");
 const runId = randomBytes(5).toString("hex");
 const prefix = `meterd_bench:${runId}:`;
-const only = opts.only ? new Set(opts.only.split(",").map((s) => s.trim())) : null;
-const wanted = (id: string) => only === null || only.has(id);
+const floorPrefix = `${prefix}floor:`;
+const only = (() => {
+  try {
+    return opts.only ? expandOnly(opts.only) : null;
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n`);
+    process.exit(2);
+  }
+})();
 
 // ---------------------------------------------------------------------------------------------------
 // Cleanup: whatever happens, the children are stopped (by PID), the prefix deleted, the database dropped.
@@ -126,173 +150,36 @@ async function abort(reason: string, code: number): Promise<never> {
 }
 process.on("SIGINT", () => void abort("interrupted", 130));
 process.on("SIGTERM", () => void abort("terminated", 143));
+
+// A run that hangs is stopped. Each repeat of a disturbed phase extends the budget by what it takes.
 const budgetMs =
   (opts.soak ? num(opts["soak-minutes"], 10, "soak-minutes") * 60 + num(opts["slow-seconds"], 120, "slow-seconds") + 600 : 9 * 60) * 1000 +
   num(opts["wait-quiet"], 0.001, "wait-quiet") * 1000;
-setTimeout(() => void abort(`gave up after ${budgetMs / 60_000} minutes`, 1), budgetMs).unref();
+let deadline = Date.now() + budgetMs;
+const armBudget = (): NodeJS.Timeout =>
+  setTimeout(() => {
+    if (Date.now() >= deadline) void abort(`gave up after ${((Date.now() - deadline + budgetMs) / 60_000).toFixed(1)} minutes`, 1);
+    else armBudget();
+  }, deadline - Date.now() + 10).unref();
+armBudget();
+const extendBudget = (ms: number) => void (deadline += ms);
 
 // ---------------------------------------------------------------------------------------------------
-// CPU and memory of each phase's measured window.
 
-interface CpuShare {
-  seconds: number;
-  /**
-   * CPU time in µs over the window: the server under test (meterd or an echo server), this harness (the
-   * clients), redis-server, the Postgres backends of the bench database plus the WAL writer, and everything
-   * else on the machine (other users of the shared machine, e.g. a test run).
-   */
-  server: number | null;
-  harness: number;
-  redis: number | null;
-  postgres: number;
-  others: number;
-  /** Busy share of the whole machine over the window, 0..1. */
-  machine: number;
-}
-
-/** The Postgres processes that work for the bench: backends of its database, and the WAL writer. */
-class PgPids {
-  pids: number[] = [];
-  private client: pg.Client | null = null;
-  private timer: NodeJS.Timeout | null = null;
-
-  async start(adminUrl: string, database: string): Promise<void> {
-    this.client = new pg.Client({ connectionString: adminUrl });
-    this.client.on("error", () => {});
-    await this.client.connect();
-    const refresh = async () => {
-      const res = await this.client!.query<{ pid: number }>(
-        "SELECT pid FROM pg_stat_activity WHERE (datname = $1 OR backend_type = 'walwriter') AND pid <> pg_backend_pid()",
-        [database],
-      );
-      this.pids = res.rows.map((r) => r.pid);
-    };
-    await refresh();
-    this.timer = setInterval(() => void refresh().catch(() => {}), 1000);
-  }
-
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    await this.client?.end().catch(() => {});
-  }
-}
-const pgPids = new PgPids();
-
-function cpuProbe(serverPid: number | null, redisPid: number | null) {
-  let watched: number[] = [];
-  const snap = () => {
-    const u = process.cpuUsage();
-    const m = machineCpu();
-    const pgCpu = new Map(watched.map((pid) => [pid, cpuOf(pid)]));
-    return {
-      t: performance.now(),
-      server: serverPid === null ? null : cpuOf(serverPid),
-      harness: u.user + u.system,
-      redis: redisPid === null ? null : cpuOf(redisPid),
-      pg: pgCpu,
-      busy: m.busy,
-      total: m.total,
-    };
-  };
-  let a: ReturnType<typeof snap> | undefined;
-  let b: ReturnType<typeof snap> | undefined;
-  return {
-    onStart: () => {
-      watched = [...pgPids.pids];
-      a = snap();
-    },
-    onEnd: () => void (b = snap()),
-    result(): CpuShare {
-      if (!a || !b) throw new Error("the measured window never ended");
-      const diff = (x: number | null, y: number | null) => (x === null || y === null ? null : y - x);
-      let postgres = 0;
-      for (const [pid, before] of a.pg) {
-        const after = b.pg.get(pid);
-        if (before !== null && after != null) postgres += after - before;
-      }
-      const server = diff(a.server, b.server);
-      const redis = diff(a.redis, b.redis);
-      const harness = b.harness - a.harness;
-      const busy = b.busy - a.busy;
-      return {
-        seconds: (b.t - a.t) / 1000,
-        server,
-        harness,
-        redis,
-        postgres,
-        others: Math.max(0, busy - (server ?? 0) - harness - (redis ?? 0) - postgres),
-        machine: busy / Math.max(1, b.total - a.total),
-      };
-    },
-  };
-}
-
-const pct = (us: number | null, seconds: number) => (us === null ? "?" : `${Math.round((us / (seconds * 1e6)) * 100)}%`);
-function cpuLine(c: CpuShare, serverName: string): string {
-  return (
-    `cpu (100% = one core): ${serverName} ${pct(c.server, c.seconds)}, harness ${pct(c.harness, c.seconds)}, redis ${pct(c.redis, c.seconds)}, ` +
-    `postgres ${pct(c.postgres, c.seconds)}, other processes ${pct(c.others, c.seconds)}; machine ${Math.round(c.machine * 100)}% busy`
-  );
-}
-
-interface PhaseRecord {
-  id: string;
-  title: string;
-  summary: string;
-  cpu: CpuShare;
-  peakRss: number | null;
-  result: object;
-}
-const phases = new Map<string, PhaseRecord>();
-let noisyPhases = 0;
-
-/** The process under test in a phase: meterd, or an echo server started for the phase and stopped after. */
-type Subject = { pid: number; name: string; stop?: () => Promise<void> };
-
-async function phase<R extends PhaseRecord["result"]>(
-  id: string,
-  title: string,
-  subject: Subject | (() => Promise<Subject>) | null,
-  redisPid: number | null,
-  run: (hooks: { onStart(): void; onEnd(): void }) => Promise<R>,
-  summarize: (r: R, cpu: CpuShare) => string,
-): Promise<R | null> {
-  if (!wanted(id)) return null;
-  process.stdout.write(`\n[${id}] ${title}\n`);
-  const server = typeof subject === "function" ? await subject() : subject;
-  try {
-    const probe = cpuProbe(server?.pid ?? null, redisPid);
-    const rss = server ? sampleRss(server.pid, 500) : null;
-    const started = performance.now();
-    const result = await run(probe);
-    rss?.stop();
-    const cpu = probe.result();
-    const summary = summarize(result, cpu);
-    const noisy = cpu.others / (cpu.seconds * 1e6) > 0.15;
-    if (noisy) noisyPhases++;
-    process.stdout.write(
-      `  ${summary}\n  ${cpuLine(cpu, server?.name ?? "server")}${noisy ? "\n  warning: other processes took more than 15% of a core: this phase is disturbed" : ""}\n` +
-        `  (${((performance.now() - started) / 1000).toFixed(1)} s)\n`,
-    );
-    phases.set(id, { id, title, summary, cpu, peakRss: rss?.peak() ?? null, result });
-    return result;
-  } finally {
-    await server?.stop?.();
-  }
-}
+const timing = { warmupMs: WARMUP_MS, durationMs: MEASURE_MS };
+const batchTiming = { warmupMs: BATCH_WARMUP_MS, durationMs: BATCH_MEASURE_MS };
+const count = (v: number) => Math.round(v).toLocaleString("en-US");
+const perSecond = (r: ClosedLoopResult & { threads?: number }, unit = "calls/s") =>
+  `${count(r.unitsPerSecond)} ${unit} (${r.calls} calls in ${r.seconds.toFixed(1)} s${r.threads ? ` from ${r.threads} client threads` : ""}, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ""})`;
+const latencies = (r: OpenLoopResult) =>
+  `${r.achievedRate < 0.95 * r.rate || r.shed > 0 ? "SATURATED: " : ""}${Math.round(r.achievedRate)}/s achieved: p50 ${r.p50.toFixed(2)} ms, p90 ${r.p90.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms at ${r.rate}/s (${r.completed}/${r.scheduled} answered, ${r.errors} errors, ${r.shed} shed${r.firstError ? `: ${r.firstError}` : ""})`;
+const serverCpu = (cpu: CpuShare, per: number, what: string) => `meterd cpu ${((cpu.server ?? NaN) / per).toFixed(1)} µs/${what}`;
+const customersText = (k: number) => `${k.toLocaleString("en-US")} customer${k === 1 ? "" : "s"}`;
 
 async function echoSubject(file: string, name: string): Promise<Subject & { port: number }> {
   const echo = await startEcho(file);
   return { pid: echo.pid, name, port: echo.port, stop: () => echo.stop() };
 }
-
-const timing = { warmupMs: WARMUP_MS, durationMs: MEASURE_MS };
-const perSecond = (r: ClosedLoopResult & { threads?: number }, unit = "calls/s") =>
-  `${Math.round(r.unitsPerSecond).toLocaleString("en-US")} ${unit} (${r.calls} calls in ${r.seconds.toFixed(1)} s${r.threads ? ` from ${r.threads} client threads` : ""}, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ""})`;
-const latencies = (r: OpenLoopResult) =>
-  `${r.achievedRate < 0.95 * r.rate || r.shed > 0 ? "SATURATED: " : ""}${Math.round(r.achievedRate)}/s achieved: p50 ${r.p50.toFixed(2)} ms, p90 ${r.p90.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms at ${r.rate}/s (${r.completed}/${r.scheduled} answered, ${r.errors} errors, ${r.shed} shed${r.firstError ? `: ${r.firstError}` : ""})`;
-
-// ---------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const started = performance.now();
@@ -307,20 +194,15 @@ async function main(): Promise<void> {
   cleanups.push({ what: "drop database", run: () => db.drop() });
   cleanups.push({ what: "delete Redis keys", run: () => deleteRedisPrefix(prefix) });
   process.stdout.write(`code ${machine.code}; database ${db.name}, Redis prefix ${prefix}\n`);
+  const pgPids = new PgPids();
   await pgPids.start(PG_ADMIN_URL, db.name);
   cleanups.push({ what: "stop watching Postgres", run: () => pgPids.stop() });
   {
-    const busyOver = async (ms: number) => {
-      const a = machineCpu();
-      await new Promise((resolve) => setTimeout(resolve, ms));
-      const b = machineCpu();
-      return (b.busy - a.busy) / Math.max(1, b.total - a.total);
-    };
     const waitUntil = Date.now() + num(opts["wait-quiet"], 0.001, "wait-quiet") * 1000;
-    let busy = await busyOver(2000);
+    let busy = await machineBusyOver(2000);
     if (busy > 0.1 && Date.now() < waitUntil) {
       process.stdout.write(`machine ${Math.round(busy * 100)}% busy: waiting for it to be quiet\n`);
-      while (Date.now() < waitUntil && (busy = await busyOver(5000)) > 0.1);
+      while (Date.now() < waitUntil && (busy = await machineBusyOver(5000)) > 0.1);
     }
     process.stdout.write(`machine ${Math.round(busy * 100)}% busy before the run${busy > 0.1 ? " (other processes are running: expect noisy figures)" : ""}\n`);
   }
@@ -333,6 +215,7 @@ async function main(): Promise<void> {
   const cpuProf = opts["cpu-prof"] === true;
   if (cpuProf) mkdirSync(PROFILES, { recursive: true });
   const profilesBefore = new Set(cpuProf ? readdirSync(PROFILES) : []);
+  // meterd also migrates the bench database, which the ledger floors write to.
   const meterd: Meterd = await startMeterd({
     databaseUrl: db.url,
     prefix: `${prefix}svc:`,
@@ -347,6 +230,8 @@ async function main(): Promise<void> {
   const connect = connectClient(`http://127.0.0.1:${meterd.httpPort}`);
   cleanups.push({ what: "close clients", run: async () => (grpcClient.close(), connect.close()) });
   const source = new EventSource(runId, CUSTOMERS);
+  /** Customers meterd has never seen: each batch of the cold phases takes fresh ones. */
+  const coldSource = new EventSource(runId, Number.MAX_SAFE_INTEGER, "bench_cold_");
   let allowedAcked = 0;
 
   // Every customer's first event makes it live and loads its counter from the ledger: do it once, here.
@@ -359,9 +244,23 @@ async function main(): Promise<void> {
     process.stdout.write(`warm-up: ${CUSTOMERS} customers live in ${((performance.now() - t) / 1000).toFixed(1)} s\n`);
   }
 
-  /** 128 in flight from CLIENT_THREADS threads, each with its own client and connection. */
+  const phases = new Phases({
+    wanted: (id) => only === null || only.has(id),
+    redisPid,
+    pgPids,
+    // The repeat itself, and the wait for a quiet machine before it.
+    onRepeat: (ms) => extendBudget(ms + 25_000),
+  });
+
+  /**
+   * 128 in flight from CLIENT_THREADS threads, each with its own client and connection. Each run gets a tag
+   * of its own: the threads number their idempotency keys from 0, and a repeated phase must not send the
+   * same keys again (meterd would answer them as duplicates, with no new ledger row).
+   */
+  let unaryRuns = 0;
   const unary = async (kind: UnaryKind, address: string, key: string | null, tag: string, hooks: { onStart(): void; onEnd(): void }) => {
-    const r = await threadedClosedLoop({ kind, address, key, runId, customers: CUSTOMERS, tag, concurrency: IN_FLIGHT, ...timing }, CLIENT_THREADS, hooks);
+    const job = { kind, address, key, runId, customers: CUSTOMERS, tag: `${tag}${unaryRuns++}-`, concurrency: IN_FLIGHT, ...timing };
+    const r = await threadedClosedLoop(job, CLIENT_THREADS, hooks);
     if (key !== null) allowedAcked += r.allowed;
     return r;
   };
@@ -377,85 +276,89 @@ async function main(): Promise<void> {
     allowedAcked++;
     return 1;
   };
+  /** TrackBatch calls of BATCH events over `k` customers each, from `from`, BATCH_IN_FLIGHT in flight. */
+  const trackBatches = async (from: EventSource, tag: string, k: number, hooks: WindowHooks) => {
+    let problems = 0;
+    let firstProblem: string | null = null;
+    // At least two rounds of calls in the window, however slow they are (cold batches take seconds).
+    const r = await closedLoop({ concurrency: BATCH_IN_FLIGHT, minCalls: 2 * BATCH_IN_FLIGHT, ...batchTiming, ...hooks }, async () => {
+      const res = await grpcClient.unary(MeteringService.method.trackBatch, create(TrackBatchRequestSchema, { events: from.batch(tag, BATCH, k) }));
+      const counted = allowedIn(res.results);
+      allowedAcked += counted.allowed;
+      problems += counted.other;
+      firstProblem ??= counted.firstProblem;
+      return counted.allowed;
+    });
+    return { ...r, problems, firstProblem };
+  };
+  const batchSummary = (r: Awaited<ReturnType<typeof trackBatches>>, cpu: CpuShare) =>
+    `${perSecond(r, "events/s")}, ${r.meanCallMs.toFixed(0)} ms per call; ${r.problems} events not allowed${r.firstProblem ? ` (${r.firstProblem})` : ""}; ${serverCpu(cpu, r.units, "event")}`;
+  const floorSummary = (r: ClosedLoopResult, cpu: CpuShare) => `${perSecond(r, "events/s")}; harness (the floor script) cpu ${(cpu.harness / Math.max(1, r.units)).toFixed(1)} µs/event`;
+  const floorOptions = { customers: CUSTOMERS, batch: BATCH, concurrency: BATCH_IN_FLIGHT, runId, ...batchTiming };
 
   // Throughput at 128 in flight: the bare echo floor first, then meterd, for each protocol.
   let echoPort = 0;
   const echoCall = (r: ClosedLoopResult, cpu: CpuShare) => `${perSecond(r)}; echo server cpu ${((cpu.server ?? NaN) / r.calls).toFixed(1)} µs/call`;
-  await phase("echo-grpc", "floor: bare grpc-js echo server, Track, 128 in flight",
-    async () => {
-      const echo = await echoSubject("grpc-echo.ts", "grpc-js echo");
-      echoPort = echo.port;
-      return echo;
-    },
-    null,
-    (hooks) => unary("grpc-track", `127.0.0.1:${echoPort}`, null, "eg", hooks),
-    echoCall);
-
-  await phase("track-grpc", "meterd Track over gRPC (grpc-js client), 128 in flight", server, redisPid, (hooks) =>
-    unary("grpc-track", grpcAddress, BENCH_KEY, "g", hooks),
-    (r, cpu) => `${perSecond(r)}; meterd cpu ${((cpu.server ?? NaN) / r.calls).toFixed(0)} µs/call`);
-
-  await phase("echo-connect", "floor: bare connect-node echo server, Track over HTTP/2 (connect-node client), 128 in flight",
-    async () => {
-      const echo = await echoSubject("connect-echo.ts", "connect-node echo");
-      echoPort = echo.port;
-      return echo;
-    },
-    null,
-    (hooks) => unary("connect-track", `http://127.0.0.1:${echoPort}`, null, "ec", hooks),
-    echoCall);
-
-  await phase("track-connect", "meterd Track over Connect (connect-node client, HTTP/2, binary), 128 in flight", server, redisPid, (hooks) =>
-    unary("connect-track", `http://127.0.0.1:${meterd.httpPort}`, BENCH_KEY, "c", hooks),
-    (r, cpu) => `${perSecond(r)}; meterd cpu ${((cpu.server ?? NaN) / r.calls).toFixed(0)} µs/call`);
+  const startedEcho = (file: string, name: string) => async () => {
+    const echo = await echoSubject(file, name);
+    echoPort = echo.port;
+    return echo;
+  };
+  await phases.run("echo-grpc", "floor: bare grpc-js echo server, Track, 128 in flight", startedEcho("grpc-echo.ts", "grpc-js echo"), (hooks) =>
+    unary("grpc-track", `127.0.0.1:${echoPort}`, null, "eg", hooks), echoCall);
+  await phases.run("track-grpc", "meterd Track over gRPC (grpc-js client), 128 in flight", server, (hooks) =>
+    unary("grpc-track", grpcAddress, BENCH_KEY, "g", hooks), (r, cpu) => `${perSecond(r)}; ${serverCpu(cpu, r.calls, "call")}`);
+  await phases.run("echo-connect", "floor: bare connect-node echo server, Track over HTTP/2 (connect-node client), 128 in flight", startedEcho("connect-echo.ts", "connect-node echo"), (hooks) =>
+    unary("connect-track", `http://127.0.0.1:${echoPort}`, null, "ec", hooks), echoCall);
+  await phases.run("track-connect", "meterd Track over Connect (connect-node client, HTTP/2, binary), 128 in flight", server, (hooks) =>
+    unary("connect-track", `http://127.0.0.1:${meterd.httpPort}`, BENCH_KEY, "c", hooks), (r, cpu) => `${perSecond(r)}; ${serverCpu(cpu, r.calls, "call")}`);
 
   // Latency at a fixed offered rate.
-  await phase("raw-latency", `floor: meterd's apply script (ioredis) then the row's commit (pg), ${RATE}/s open loop`, null, redisPid, (hooks) =>
-    latencyFloor({ ...timing, ...hooks, maxInFlight: OPEN_LOOP_MAX_IN_FLIGHT, redisUrl: process.env.METERD_BENCH_REDIS_URL ?? "redis://127.0.0.1:6379", prefix: `${prefix}floor:`, databaseUrl: db.url, runId, customers: CUSTOMERS, rate: RATE }),
-    latencies);
-  await phase("latency-grpc", `meterd Track over gRPC, ${RATE}/s open loop`, server, redisPid, (hooks) =>
+  await phases.run("raw-latency", `floor: meterd's Lua apply (RedisFastPath.apply) then the event's insert through SqlLedger's group commit, ${RATE}/s open loop`, null, (hooks) =>
+    latencyFloor({ ...timing, ...hooks, maxInFlight: OPEN_LOOP_MAX_IN_FLIGHT, redisUrl: REDIS_URL, prefix: floorPrefix, databaseUrl: db.url, runId, customers: CUSTOMERS, rate: RATE }), latencies);
+  await phases.run("latency-grpc", `meterd Track over gRPC, ${RATE}/s open loop`, server, (hooks) =>
     openLoop({ rate: RATE, maxInFlight: OPEN_LOOP_MAX_IN_FLIGHT, ...timing, ...hooks }, trackGrpc), latencies);
-  await phase("latency-connect", `meterd Track over Connect, ${RATE}/s open loop`, server, redisPid, (hooks) =>
+  await phases.run("latency-connect", `meterd Track over Connect, ${RATE}/s open loop`, server, (hooks) =>
     openLoop({ rate: RATE, maxInFlight: OPEN_LOOP_MAX_IN_FLIGHT, ...timing, ...hooks }, trackConnect), latencies);
 
-  await phase("metrics", "meterd GetMetrics over gRPC (all 4 features of the plan), 128 in flight", server, redisPid, (hooks) =>
-    unary("grpc-metrics", grpcAddress, BENCH_KEY, "m", hooks),
-    (r, cpu) => `${perSecond(r)}; meterd cpu ${((cpu.server ?? NaN) / r.calls).toFixed(0)} µs/call`);
+  await phases.run("metrics", "meterd GetMetrics over gRPC (all 4 features of the plan), 128 in flight", server, (hooks) =>
+    unary("grpc-metrics", grpcAddress, BENCH_KEY, "m", hooks), (r, cpu) => `${perSecond(r)}; ${serverCpu(cpu, r.calls, "call")}`);
 
-  // Ingestion: the two floors, then TrackBatch and TrackStream.
-  await phase("redis-lua", `floor: meterd's apply-many.lua via RedisFastPath.applyMany, ${BATCH} events over ${PER_BATCH_CUSTOMERS} customers per pipeline, ${REDIS_FLOOR_IN_FLIGHT} in flight`, null, redisPid, (hooks) =>
-    redisFloor({ ...timing, ...hooks, redisUrl: process.env.METERD_BENCH_REDIS_URL ?? "redis://127.0.0.1:6379", prefix: `${prefix}floor:`, runId, customers: CUSTOMERS, batch: BATCH, perBatchCustomers: PER_BATCH_CUSTOMERS, concurrency: REDIS_FLOOR_IN_FLIGHT }),
-    (r) => perSecond(r, "events/s"));
-  await phase("pg-insert", `floor: the same rows inserted with pg, ${BATCH} rows per INSERT ... SELECT FROM unnest (both ledger tables), ${PG_FLOOR_IN_FLIGHT} in flight`, null, redisPid, (hooks) =>
-    pgFloor({ ...timing, ...hooks, databaseUrl: db.url, runId, customers: CUSTOMERS, batch: BATCH, concurrency: PG_FLOOR_IN_FLIGHT }),
-    (r) => perSecond(r, "events/s"));
+  // Ingestion. First the protocol floor's two halves apart (diagnostics: which store sets its pace).
+  const spread = DIAGNOSTIC_SPREAD;
+  await phases.run("redis-lua", `floor: meterd's batch apply (RedisFastPath.applyMany) alone, ${BATCH} events over ${customersText(spread)}, ${BATCH_IN_FLIGHT} in flight`, null, (hooks) =>
+    redisFloor({ ...floorOptions, ...hooks, redisUrl: REDIS_URL, prefix: floorPrefix, perBatchCustomers: spread }), floorSummary);
+  await phases.run("pg-insert", `floor: the same rows inserted with pg into meterd's two ledger tables, ${BATCH} rows per INSERT ... SELECT FROM unnest over ${customersText(spread)}, ${BATCH_IN_FLIGHT} in flight`, null, (hooks) =>
+    pgFloor({ ...floorOptions, ...hooks, databaseUrl: db.url, perBatchCustomers: spread }), floorSummary);
 
-  let batchProblems = 0;
-  let batchFirstProblem: string | null = null;
-  await phase("batch", `meterd TrackBatch over gRPC, ${BATCH} events per call (${PER_BATCH_CUSTOMERS} customers), ${BATCH_IN_FLIGHT} in flight`, server, redisPid, (hooks) =>
-    closedLoop({ concurrency: BATCH_IN_FLIGHT, ...timing, ...hooks }, async () => {
-      const res = await grpcClient.unary(MeteringService.method.trackBatch, create(TrackBatchRequestSchema, { events: source.batch("b", BATCH, PER_BATCH_CUSTOMERS) }));
-      const counted = allowedIn(res.results);
-      allowedAcked += counted.allowed;
-      batchProblems += counted.other;
-      batchFirstProblem ??= counted.firstProblem;
-      return counted.allowed;
-    }),
-    (r, cpu) => `${perSecond(r, "events/s")}; ${batchProblems} events not allowed${batchFirstProblem ? ` (${batchFirstProblem})` : ""}; meterd cpu ${((cpu.server ?? NaN) / r.units).toFixed(1)} µs/event`);
+  // Then, per spread of customers in a batch: both floors, TrackBatch (and cold), TrackStream.
+  for (const k of SPREADS) {
+    const over = `${BATCH} events over ${customersText(k)}`;
+    await phases.run(phaseId.protocolFloor(k), `floor: protocol floor (applyMany, SqlLedger.append, settleMany; no RPC, no service code), ${over}, ${BATCH_IN_FLIGHT} in flight`, null, (hooks) =>
+      protocolFloor({ ...floorOptions, ...hooks, redisUrl: REDIS_URL, prefix: floorPrefix, databaseUrl: db.url, perBatchCustomers: k }), floorSummary);
+    await phases.run(phaseId.tableFloor(k), `floor: bare table (one unique index), INSERT ... SELECT FROM unnest, ${over}, ${BATCH_IN_FLIGHT} pg clients`, null, (hooks) =>
+      tableFloor({ ...floorOptions, ...hooks, databaseUrl: db.url, perBatchCustomers: k }), floorSummary);
+    await phases.run(phaseId.batch(k), `meterd TrackBatch over gRPC, ${over} per call, ${BATCH_IN_FLIGHT} in flight`, server, (hooks) =>
+      trackBatches(source, "b", k, hooks), batchSummary);
+    if (hasCold(k)) {
+      await phases.run(phaseId.cold(k), `meterd TrackBatch over gRPC, cold: ${over} that meterd has never seen (fresh ones each call), ${BATCH_IN_FLIGHT} in flight`, server, (hooks) =>
+        trackBatches(coldSource, "k", k, hooks), batchSummary);
+    }
+    await phases.run(phaseId.stream(k), `meterd TrackStream over gRPC, ${STREAMS} streams, requests of ${over}, up to ${STREAM_WINDOW} unacknowledged per stream`, server, async (hooks) => {
+      // At least two requests acknowledged per stream in the window, as TrackBatch counts at least two rounds.
+      const r = await streamLoad({ client: grpcClient, source, streams: STREAMS, window: STREAM_WINDOW, batch: BATCH, perBatchCustomers: k, minAcks: 2 * STREAMS, ...batchTiming, ...hooks });
+      allowedAcked += r.allowedTotal;
+      return r;
+    }, (r, cpu) => `${count(r.eventsPerSecond)} events/s acknowledged durable (${r.events} in ${r.seconds.toFixed(1)} s, ${r.problems} not allowed${r.firstProblem ? `: ${r.firstProblem}` : ""}); ${serverCpu(cpu, r.events, "event")}`);
+  }
 
-  await phase("stream", `meterd TrackStream over gRPC, ${STREAMS} streams, requests of ${BATCH} events (${PER_BATCH_CUSTOMERS} customers), up to ${STREAM_WINDOW} unacknowledged per stream`, server, redisPid, async (hooks) => {
-    const r = await streamLoad({ client: grpcClient, source, streams: STREAMS, window: STREAM_WINDOW, batch: BATCH, perBatchCustomers: PER_BATCH_CUSTOMERS, ...timing, ...hooks });
-    allowedAcked += r.allowedTotal;
-    return r;
-  }, (r, cpu) => `${Math.round(r.eventsPerSecond).toLocaleString("en-US")} events/s acknowledged durable (${r.events} in ${r.seconds.toFixed(1)} s, ${r.problems} not allowed${r.firstProblem ? `: ${r.firstProblem}` : ""}); meterd cpu ${((cpu.server ?? NaN) / r.events).toFixed(1)} µs/event`);
-
-  // Peak RSS, then a check that what was acknowledged ALLOWED is in the ledger.
+  // Peak RSS, then a check that what was acknowledged ALLOWED is in the ledger (bench_c... and bench_cold_...).
   const memory = memoryOf(meterd.pid);
   const ledgerRows = await (async () => {
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
     try {
-      const res = await client.query<{ n: string }>("SELECT count(*)::text AS n FROM meterd_events WHERE customer_id LIKE 'bench\\_c%'");
+      const res = await client.query<{ n: string }>("SELECT count(*)::text AS n FROM meterd_events WHERE customer_id LIKE 'bench\\_%'");
       return Number(res.rows[0]?.n ?? 0);
     } finally {
       await client.end();
@@ -470,27 +373,32 @@ async function main(): Promise<void> {
   const profiles = cpuProf ? readdirSync(PROFILES).filter((f) => f.endsWith(".cpuprofile") && !profilesBefore.has(f)) : [];
 
   // ------------------------------------------------------------------------------------------------
-  const figures = buildFigures(memory?.hwm ?? null);
+  const figures = buildFigures(phases.records, { rate: RATE, inFlight: IN_FLIGHT, batch: BATCH }, memory?.hwm ?? null);
+  const disturbed = phases.disturbed();
+  const repeated = [...phases.records.values()].filter((r) => r.attempts > 1);
   const table = textTable(figures);
   const elapsed = (performance.now() - started) / 1000;
   const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
+  const quietNote =
+    disturbed.length > 0
+      ? `${disturbed.length} of ${phases.records.size} phases stayed disturbed by other processes (more than 15% of a core) in all attempts: ${disturbed.map((r) => r.id).join(", ")}; their figures are marked DISTURBED and are not valid`
+      : `no figure comes from a disturbed phase${repeated.length > 0 ? ` (${repeated.map((r) => `${r.id} ran ${r.attempts} times`).join(", ")}, until quiet)` : ""}`;
   process.stdout.write(`\n${table}\n\nratio = value / floor, both measured in this run (for latency and CPU, lower is better).\n`);
   process.stdout.write(`machine: ${machine.cpu}, ${machine.memory}; ${machine.os}; Node ${machine.node}; Postgres ${machine.postgres}; Redis ${machine.redis}\n`);
-  process.stdout.write(`run ${runId} took ${elapsed.toFixed(0)} s${noisyPhases > 0 ? `; ${noisyPhases} phases were disturbed by other processes (see "other processes" above)` : ""}\n`);
+  process.stdout.write(`run ${runId} took ${elapsed.toFixed(0)} s; ${quietNote}\n`);
 
   // A run of some phases only (--only) does not replace the last full run's results.
   const base = only === null ? "latest" : "partial";
   writeFileSync(path.join(RESULTS, `${base}.json`), `${JSON.stringify(latestJson(figures), null, 2)}\n`);
   writeFileSync(
     path.join(RESULTS, `${base}-detail.json`),
-    `${JSON.stringify({ runId, date: new Date().toISOString(), command, seconds: elapsed, machine, settings: { CUSTOMERS, IN_FLIGHT, CLIENT_THREADS, RATE, BATCH, PER_BATCH_CUSTOMERS, BATCH_IN_FLIGHT, STREAMS, STREAM_WINDOW, PG_FLOOR_IN_FLIGHT, REDIS_FLOOR_IN_FLIGHT, MEASURE_MS, WARMUP_MS }, durability: { allowedAcked, ledgerRows }, figures: figures.map((f) => ({ ...f, pass: passes(f) })), phases: [...phases.values()] }, null, 2)}\n`,
+    `${JSON.stringify({ runId, date: new Date().toISOString(), command, seconds: elapsed, machine, settings: { CUSTOMERS, IN_FLIGHT, CLIENT_THREADS, RATE, BATCH, SPREADS, COLD_SPREADS, DIAGNOSTIC_SPREAD, BATCH_IN_FLIGHT, STREAMS, STREAM_WINDOW, MEASURE_MS, WARMUP_MS, BATCH_MEASURE_MS, BATCH_WARMUP_MS }, durability: { allowedAcked, ledgerRows }, figures: figures.map((f) => ({ ...f, pass: passes(f) })), phases: [...phases.records.values()] }, null, 2)}\n`,
   );
   writeFileSync(
     path.join(RESULTS, `${base}.md`),
     `${markdownTable(figures)}\n\nratio = value / floor, both measured in the same run (for latency and CPU, lower is better).\n\n` +
       `Machine: ${machine.cpu}, ${machine.memory} RAM, ${machine.os}; Node ${machine.node}; Postgres ${machine.postgres}; Redis ${machine.redis}; ` +
-      `meterd, the load generator, Redis and Postgres all share it. Run ${new Date().toISOString().slice(0, 10)} on ${machine.code}, with \`${command}\` (${elapsed.toFixed(0)} s)` +
-      `${noisyPhases > 0 ? `; ${noisyPhases} of ${phases.size} phases were disturbed by other processes on the machine (more than 15% of a core)` : "; no phase was disturbed by other processes"}.\n`,
+      `meterd, the load generator, Redis and Postgres all share it. Run ${new Date().toISOString().slice(0, 10)} on ${machine.code}, with \`${command}\` (${elapsed.toFixed(0)} s); ${quietNote}.\n`,
   );
   process.stdout.write(`wrote bench/results/${base}.json, ${base}-detail.json and ${base}.md\n`);
 
@@ -500,62 +408,7 @@ async function main(): Promise<void> {
     process.stdout.write(`\nCPU profile bench/results/profiles/${file}:\n${summarizeProfile(path.join(PROFILES, file), 25)}\n`);
   }
   if (!durable) process.exitCode = 1;
-}
-
-function buildFigures(peakRss: number | null): Figure[] {
-  const out: Figure[] = [];
-  const closed = (id: string) => phases.get(id)?.result as ClosedLoopResult | undefined;
-  const open = (id: string) => phases.get(id)?.result as OpenLoopResult | undefined;
-  const echoGrpc = closed("echo-grpc");
-  const echoConnect = closed("echo-connect");
-  const raw = open("raw-latency");
-  const pgRows = closed("pg-insert");
-  const lua = closed("redis-lua");
-  const perCall = (id: string) => {
-    const p = phases.get(id);
-    const r = p?.result as ClosedLoopResult | undefined;
-    return p && r && p.cpu.server !== null ? p.cpu.server / r.calls : null;
-  };
-  const nul = (v: number | undefined | null) => (v === undefined || v === null || !Number.isFinite(v) ? null : v);
-
-  const tg = closed("track-grpc");
-  if (tg) out.push(figure({ name: "Track, gRPC, 128 in flight", value: tg.callsPerSecond, unit: "calls/s", floor: nul(echoGrpc?.callsPerSecond), floorName: "bare grpc-js echo", target: { op: ">=", ratio: 0.75 } }));
-  const tc = closed("track-connect");
-  if (tc) out.push(figure({ name: "Track, Connect, 128 in flight", value: tc.callsPerSecond, unit: "calls/s", floor: nul(echoConnect?.callsPerSecond), floorName: "bare connect-node echo", target: { op: ">=", ratio: 0.8 } }));
-  for (const [id, label] of [["latency-grpc", "gRPC"], ["latency-connect", "Connect"]] as const) {
-    const r = open(id);
-    if (!r) continue;
-    const note = `${Math.round(r.achievedRate).toLocaleString("en-US")}/s answered`;
-    out.push(figure({ name: `Track p50, ${label}, ${RATE.toLocaleString("en-US")}/s`, value: r.p50, unit: "ms", floor: nul(raw?.p50), floorName: "Lua apply + commit", note }));
-    out.push(figure({ name: `Track p99, ${label}, ${RATE.toLocaleString("en-US")}/s`, value: r.p99, unit: "ms", floor: nul(raw?.p99), floorName: "Lua apply + commit", target: { op: "<=", ratio: 3 }, note }));
-  }
-  const b = closed("batch");
-  if (b) out.push(figure({ name: "TrackBatch, 1,000 events/call, durable", value: b.unitsPerSecond, unit: "events/s", floor: nul(pgRows?.unitsPerSecond), floorName: "pg unnest insert", target: { op: ">=", ratio: 0.8 } }));
-  const s = phases.get("stream")?.result as { eventsPerSecond: number } | undefined;
-  if (s) out.push(figure({ name: "TrackStream, 1,000 events/request, durable", value: s.eventsPerSecond, unit: "events/s", floor: nul(pgRows?.unitsPerSecond), floorName: "pg unnest insert", target: { op: ">=", ratio: 0.8 } }));
-  const m = closed("metrics");
-  if (m) out.push(figure({ name: "GetMetrics, gRPC, 128 in flight", value: m.callsPerSecond, unit: "calls/s", floor: nul(echoGrpc?.callsPerSecond), floorName: "bare grpc-js echo" }));
-  if (peakRss !== null) out.push(figure({ name: "meterd peak RSS (VmHWM), whole run", value: peakRss / 2 ** 20, unit: "MiB", floor: null }));
-
-  const echoGrpcCpu = perCall("echo-grpc");
-  const echoConnectCpu = perCall("echo-connect");
-  const g = perCall("track-grpc");
-  if (g !== null) out.push(figure({ name: "meterd CPU per Track, gRPC", value: g, unit: "µs/call", floor: echoGrpcCpu, floorName: "grpc-js echo" }));
-  const c = perCall("track-connect");
-  if (c !== null) out.push(figure({ name: "meterd CPU per Track, Connect", value: c, unit: "µs/call", floor: echoConnectCpu, floorName: "connect-node echo" }));
-  if (echoConnectCpu !== null) out.push(figure({ name: "server CPU per unary call: connect-node vs grpc-js echo", value: echoConnectCpu, unit: "µs/call", floor: echoGrpcCpu, floorName: "grpc-js echo" }));
-
-  // The floors themselves, so that latest.json tracks them too.
-  if (echoGrpc) out.push(figure({ name: "floor: bare grpc-js echo, 128 in flight", value: echoGrpc.callsPerSecond, unit: "calls/s", floor: null }));
-  if (echoConnect) out.push(figure({ name: "floor: bare connect-node echo, 128 in flight", value: echoConnect.callsPerSecond, unit: "calls/s", floor: null }));
-  if (raw) {
-    const note = `${Math.round(raw.achievedRate).toLocaleString("en-US")}/s answered`;
-    out.push(figure({ name: `floor: Lua apply + commit p50, ${RATE.toLocaleString("en-US")}/s`, value: raw.p50, unit: "ms", floor: null, note }));
-    out.push(figure({ name: `floor: Lua apply + commit p99, ${RATE.toLocaleString("en-US")}/s`, value: raw.p99, unit: "ms", floor: null, note }));
-  }
-  if (lua) out.push(figure({ name: "floor: apply-many.lua via ioredis, pipelined", value: lua.unitsPerSecond, unit: "events/s", floor: null }));
-  if (pgRows) out.push(figure({ name: "floor: pg INSERT ... SELECT FROM unnest, 1,000 rows", value: pgRows.unitsPerSecond, unit: "events/s", floor: null }));
-  return out;
+  else if (disturbed.length > 0) process.exitCode = 3;
 }
 
 main().then(

@@ -132,12 +132,9 @@ export function cpuOf(pid: number): number | null {
   }
 }
 
-/**
- * CPU time of the live processes whose command is `comm` (for example every postgres backend), in µs.
- * Take both readings while the connections are open: a backend that exits takes its time with it.
- */
-export function cpuOfCommand(comm: string): number {
-  let total = 0;
+/** CPU time (user + system, µs) of each live process whose command is `comm` (for example "postgres"), by PID. */
+export function cpuByPid(comm: string): Map<number, number> {
+  const out = new Map<number, number>();
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
@@ -145,12 +142,12 @@ export function cpuOfCommand(comm: string): number {
       const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
       if (name !== comm) continue;
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      total += ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLK_TCK;
+      out.set(Number(entry), ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLK_TCK);
     } catch {
       // a process that ended while we looked
     }
   }
-  return total;
+  return out;
 }
 
 /** Busy and total CPU time of the whole machine, in µs, from /proc/stat. */
