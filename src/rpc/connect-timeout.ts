@@ -5,25 +5,26 @@
 // min(client timeout, cap):
 // - unary and client-streaming calls: cap = METERD_MAX_TIMEOUT_MS, also when the client sent none;
 // - server and bidirectional streams (WatchUsage, TrackStream): cap = MAX_TIMER_MS; none stays none.
-// Over-long values are clamped, not refused: connect-timeout-ms of 11 digits or more, and grpc-timeout
-// of 9 digits or more (the protocols allow 10 and 8), both mean "longer than the cap".
+// connect-timeout-ms of 11 digits or more (the protocol allows 10) is clamped too, not refused: it can
+// only mean "longer than the cap", and connect-es's own client writes such values for timeouts past
+// about 115 days. A grpc-timeout of 9 digits or more is left for connect-es to refuse
+// (INVALID_ARGUMENT), as the grpc-js listener does: gRPC clients pick a unit that fits 8 digits.
 import type { IncomingHttpHeaders } from "node:http";
 
 /** The longest timer Node can hold. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const GRPC_UNIT_MS = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 } as const;
-/** grpc-timeout allows at most 8 digits: larger milliseconds are written in seconds. */
+/** grpc-timeout allows at most 8 digits: a larger cap is written in seconds. */
 const GRPC_MAX_VALUE = 99_999_999;
 
 function firstValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** A timeout in ms as a grpc-timeout value; sub-millisecond and sub-second rest is rounded up or down by less than a unit. */
+/** A cap in whole ms as a grpc-timeout value of at most 8 digits (in seconds, rounded down, past 99,999,999 ms). */
 function grpcTimeout(ms: number): string {
-  if (ms <= GRPC_MAX_VALUE) return `${Math.ceil(ms)}m`;
-  return `${Math.floor(ms / 1000)}S`;
+  return ms <= GRPC_MAX_VALUE ? `${ms}m` : `${Math.floor(ms / 1000)}S`;
 }
 
 /**
@@ -39,11 +40,10 @@ export function clampTimeout(headers: IncomingHttpHeaders, capMs: number, defaul
       if (defaultToCap) headers["grpc-timeout"] = grpcTimeout(capMs);
       return;
     }
-    const match = /^(\d+)([HMSmun])$/.exec(raw);
+    const match = /^(\d{1,8})([HMSmun])$/.exec(raw);
     if (match === null) return;
-    const digits = match[1]!;
-    const ms = Number(digits) * GRPC_UNIT_MS[match[2] as keyof typeof GRPC_UNIT_MS];
-    if (ms > capMs || digits.length > 8) headers["grpc-timeout"] = grpcTimeout(Math.min(ms, capMs));
+    const ms = Number(match[1]) * GRPC_UNIT_MS[match[2] as keyof typeof GRPC_UNIT_MS];
+    if (ms > capMs) headers["grpc-timeout"] = grpcTimeout(capMs);
   } else {
     const raw = firstValue(headers["connect-timeout-ms"]);
     if (raw === undefined) {

@@ -2,7 +2,7 @@
 // is not UTF-8, a truncated or corrupt gzip or brotli body, a frame flagged as compressed with no
 // encoding named), in each protocol it serves (Connect unary and streaming, gRPC, gRPC-web), then the
 // answer is INVALID_ARGUMENT (HTTP 400 on Connect unary) in that protocol's own format, and a fault
-// of the server itself is still INTERNAL.
+// of the server itself is still INTERNAL. The grpc-js listener answers the same bytes the same way.
 import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -94,6 +94,17 @@ describe("gRPC over HTTP/2: grpc-status 3 in the trailers", () => {
   ];
   it.each(cases)("%s", async (_name, path, headers, body) => {
     const answer = await h2Request(servers.httpPort, { path, headers: { ...auth, "content-type": "application/grpc", te: "trailers", ...headers }, body });
+    expectInvalid(outcomeOf("grpc", answer));
+  });
+});
+
+describe("gRPC on the grpc-js listener: grpc-status 3 as well", () => {
+  it.each([
+    ["a garbage message", {}, envelope(GARBAGE)],
+    ["a string that is not UTF-8", {}, envelope(NOT_UTF8)],
+    ["a truncated gzip message", { "grpc-encoding": "gzip" }, envelope(truncated(zlib.gzipSync(trackBytes("c1"))), 0x01)],
+  ] as Array<[string, Record<string, string>, Buffer]>)("unary, %s", async (_name, headers, body) => {
+    const answer = await h2Request(servers.grpcPort, { path: TRACK, headers: { ...auth, "content-type": "application/grpc", te: "trailers", ...headers }, body });
     expectInvalid(outcomeOf("grpc", answer));
   });
 });
