@@ -1,7 +1,7 @@
 // The metering rules: one Track goes validate -> FastPath.apply (atomic decision and increments)
 // -> Ledger.append (group commit) -> answer. An ALLOWED answer is only given after the commit; a
 // failed commit undoes the increments, so a retry with the same key counts exactly once.
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Catalog } from "../catalog/catalog.js";
@@ -22,7 +22,8 @@ import { isPermanentLedgerRefusal } from "../ledger/refusal.js";
 import { commitUnknown, invalid, ledgerRefused, ledgerUnavailable, MeterError } from "./errors.js";
 import { type Period, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
-import { type OutboxRecord, OutboxSweeper } from "./sweeper.js";
+import { decodeResult, encodeOutbox, encodeResult, fingerprintOf } from "./records.js";
+import { OutboxSweeper } from "./sweeper.js";
 import { CREDIT_PRECISION, limitUnitsOf, snapshot, type Terms, thresholdsCrossed, walletOnly } from "./usage.js";
 import { checkCustomerId, checkIdempotencyKey, checkProperties, checkTimestamp, type TimeWindow } from "./validate.js";
 
@@ -322,7 +323,6 @@ export class Meter {
       occurredAt: event.occurredAt,
       properties: event.properties,
     };
-    const outbox: OutboxRecord = { ...row, occurredAt: event.occurredAt.toISOString(), dedupeKey, counter, precision: terms?.feature.precision ?? 0 };
     return {
       terms,
       row,
@@ -336,7 +336,7 @@ export class Meter {
         limit: hard ? (terms?.limitUnits ?? null) : null,
         walletDelta: event.walletDelta,
         walletMayGoNegative: !hard,
-        record: JSON.stringify(outbox),
+        record: encodeOutbox({ ...row, dedupeKey, counter, precision: terms?.feature.precision ?? 0 }),
       },
     };
   }
@@ -367,7 +367,7 @@ export class Meter {
           continue;
         }
         case "DUPLICATE":
-          return { ...(JSON.parse(result.result) as TrackOutcome), duplicate: true };
+          return decodeResult(result.result, p.terms);
         case "KEY_CONFLICT":
           throw keyConflict(p.row.idempotencyKey ?? "");
         case "EXPECTED_MISMATCH": {
@@ -431,7 +431,19 @@ export class Meter {
             await this.fastPath.revert(p.req, applied).catch(failClosed);
             return await this.fromExisting(p, outcome.existing);
           }
-          settle.push({ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, result: JSON.stringify(built[i]!.answer) });
+          const answer = built[i]!.answer;
+          settle.push({
+            customerId: p.req.customerId,
+            dedupeKey: p.req.dedupeKey,
+            result: encodeResult({
+              eventId: answer.eventId,
+              consumed: p.req.counter ? applied.after : 0,
+              wallet: applied.walletAfter,
+              charged: -p.req.walletDelta,
+              thresholdsCrossed: answer.thresholdsCrossed,
+              delta: answer.delta,
+            }),
+          });
           return built[i]!.answer;
         } catch (error) {
           return error instanceof Error ? error : new Error(String(error));
@@ -578,11 +590,4 @@ function keyConflict(key: string): MeterError {
     "idempotency_key",
     "must identify one payload",
   );
-}
-
-function fingerprintOf(parts: unknown[]): string {
-  const json = JSON.stringify(parts, (_k, v: unknown) =>
-    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v,
-  );
-  return createHash("sha256").update(json).digest("base64url").slice(0, 22);
 }

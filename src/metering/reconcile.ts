@@ -3,6 +3,7 @@
 import type { Catalog } from "../catalog/catalog.js";
 import type { CounterRef, FastPath } from "../fastpath/fastpath.js";
 import type { Ledger } from "../ledger/ledger.js";
+import { decodeOutbox } from "./records.js";
 import { decimalToUnits, unitsToDecimal } from "./decimal.js";
 import { periodOf } from "./period.js";
 import { CREDIT_PRECISION } from "./usage.js";
@@ -45,7 +46,7 @@ export class Reconciler {
     const pendingBy = new Map<string, number>();
     let pendingCredits = 0;
     for (const event of pending) {
-      const { counter } = JSON.parse(event.record) as { counter: CounterRef | null };
+      const { counter } = decodeOutbox(event.record);
       if (counter) pendingBy.set(`${counter.featureKey}\u0000${counter.periodKey}`, (pendingBy.get(`${counter.featureKey}\u0000${counter.periodKey}`) ?? 0) + event.delta);
       pendingCredits += event.walletDelta;
     }

@@ -6,16 +6,8 @@ import type { Ledger, LedgerEvent } from "../ledger/ledger.js";
 import type { UsageChanges } from "./changes.js";
 import type { Counters } from "./counters.js";
 import { unitsToDecimal, unitsToNumber } from "./decimal.js";
-import type { TrackOutcome } from "./types.js";
-import { CREDIT_PRECISION, snapshot, type Terms, walletOnly } from "./usage.js";
-
-/** What the sweeper needs to commit an event: the ledger row but for its amounts, which the fast path holds. */
-export interface OutboxRecord extends Omit<LedgerEvent, "amount" | "credits" | "occurredAt"> {
-  occurredAt: string;
-  dedupeKey: string;
-  counter: CounterRef | null;
-  precision: number;
-}
+import { decodeOutbox, encodeResult, type OutboxRecord } from "./records.js";
+import { CREDIT_PRECISION, type Terms } from "./usage.js";
 
 export interface SweeperDeps {
   catalog: Catalog;
@@ -35,7 +27,7 @@ export class OutboxSweeper {
     const { fastPath, ledger, changes } = this.deps;
     const stale = await fastPath.staleEvents(olderThanMs, max);
     if (stale.length === 0) return 0;
-    const records = stale.map((s) => JSON.parse(s.record) as OutboxRecord);
+    const records = stale.map((s) => decodeOutbox(s.record));
     const events: LedgerEvent[] = records.map((r, i) => ({
       id: r.id,
       customerId: r.customerId,
@@ -43,7 +35,7 @@ export class OutboxSweeper {
       kind: r.kind,
       idempotencyKey: r.idempotencyKey,
       fingerprint: r.fingerprint,
-      occurredAt: new Date(r.occurredAt),
+      occurredAt: r.occurredAt,
       properties: r.properties,
       amount: unitsToDecimal(stale[i]!.delta, r.precision),
       credits: unitsToDecimal(stale[i]!.walletDelta, CREDIT_PRECISION),
@@ -54,16 +46,16 @@ export class OutboxSweeper {
       const s = stale[i]!;
       const r = records[i]!;
       if (outcome.inserted || outcome.existing.id === s.eventId) {
-        const result: TrackOutcome = {
+        const [consumed, wallet] = await this.countersNow(r);
+        const result = encodeResult({
           eventId: s.eventId,
-          allowed: true,
-          denyReason: null,
-          duplicate: false,
-          usage: await this.usageNow(r, s.walletDelta),
+          consumed,
+          wallet,
+          charged: -s.walletDelta,
           thresholdsCrossed: [],
           delta: unitsToNumber(s.delta, r.precision),
-        };
-        await fastPath.settle(s.customerId, s.dedupeKey, JSON.stringify(result));
+        });
+        await fastPath.settle(s.customerId, s.dedupeKey, result);
         changes.notify(s.customerId, r.featureKey);
         settled++;
       } else {
@@ -88,11 +80,11 @@ export class OutboxSweeper {
     return settled;
   }
 
-  /** The usage block of a swept event's counter as it is now. */
-  private async usageNow(r: OutboxRecord, walletDelta: number): Promise<TrackOutcome["usage"]> {
-    const terms = r.featureKey === null ? null : this.deps.termsAt(r.customerId, r.featureKey, new Date(r.occurredAt));
-    if (!terms) return walletOnly(null);
+  /** The swept event's counter and wallet as they are now: what a retry of its key is answered. */
+  private async countersNow(r: OutboxRecord): Promise<[number, number | null]> {
+    const terms = r.featureKey === null ? null : this.deps.termsAt(r.customerId, r.featureKey, r.occurredAt);
+    if (!terms) return [0, r.featureKey === null ? await this.deps.counters.wallet(r.customerId) : null];
     const [consumed, wallet] = await this.deps.counters.read(r.customerId, [terms], terms.feature.creditCost !== null);
-    return snapshot(terms, consumed[0] ?? 0, wallet, -walletDelta);
+    return [consumed[0] ?? 0, wallet];
   }
 }

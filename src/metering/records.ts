@@ -1,0 +1,124 @@
+// What the metering rules keep in the fast path for each event, in compact forms: the outbox row (what
+// the ledger needs to commit an applied event, should its process die first), the settled result (what
+// a retry of the key is answered), and the fingerprint that tells a retry from a reuse of its key.
+// Positional JSON arrays, led by a format number; the object forms that meterd 0.1 wrote are still read.
+import { hash } from "node:crypto";
+import type { CounterRef } from "../fastpath/fastpath.js";
+import type { EventKind } from "../ledger/ledger.js";
+import type { TrackOutcome } from "./types.js";
+import { snapshot, type Terms, walletOnly } from "./usage.js";
+
+/** An applied event's ledger row but for its amounts, which the fast path holds. */
+export interface OutboxRecord {
+  id: string;
+  customerId: string;
+  featureKey: string | null;
+  kind: EventKind;
+  idempotencyKey: string | null;
+  fingerprint: string;
+  occurredAt: Date;
+  properties: Record<string, string>;
+  dedupeKey: string;
+  counter: CounterRef | null;
+  precision: number;
+}
+
+const OUTBOX_FORMAT = 2;
+const RESULT_FORMAT = 2;
+
+export function encodeOutbox(r: OutboxRecord): string {
+  return JSON.stringify([
+    OUTBOX_FORMAT,
+    r.id,
+    r.customerId,
+    r.featureKey,
+    r.kind,
+    r.idempotencyKey,
+    r.fingerprint,
+    r.occurredAt.getTime(),
+    r.properties,
+    r.dedupeKey,
+    r.counter?.periodKey ?? null,
+    r.precision,
+  ]);
+}
+
+export function decodeOutbox(text: string): OutboxRecord {
+  const parsed: unknown = JSON.parse(text);
+  if (!Array.isArray(parsed)) {
+    // meterd 0.1: an object with the same fields, occurredAt as an ISO string.
+    const old = parsed as Omit<OutboxRecord, "occurredAt"> & { occurredAt: string };
+    return { ...old, occurredAt: new Date(old.occurredAt) };
+  }
+  const [, id, customerId, featureKey, kind, idempotencyKey, fingerprint, at, properties, dedupeKey, periodKey, precision] = parsed as [
+    number, string, string, string | null, EventKind, string | null, string, number, Record<string, string>, string, string | null, number,
+  ];
+  return {
+    id,
+    customerId,
+    featureKey,
+    kind,
+    idempotencyKey,
+    fingerprint,
+    occurredAt: new Date(at),
+    properties,
+    dedupeKey,
+    counter: featureKey !== null && periodKey !== null ? { customerId, featureKey, periodKey } : null,
+    precision,
+  };
+}
+
+/** What a committed event's retry is answered: the numbers, from which the usage block is rebuilt. */
+export function encodeResult(o: { eventId: string; consumed: number; wallet: number | null; charged: number; thresholdsCrossed: number[]; delta: number }): string {
+  return JSON.stringify([RESULT_FORMAT, o.eventId, o.consumed, o.wallet, o.charged, o.thresholdsCrossed, o.delta]);
+}
+
+/** The original answer to a retried key, as a duplicate; `terms` are the retry's (null: a top-up). */
+export function decodeResult(text: string, terms: Terms | null): TrackOutcome {
+  const parsed: unknown = JSON.parse(text);
+  // meterd 0.1 stored the whole answer.
+  if (!Array.isArray(parsed)) return { ...(parsed as TrackOutcome), duplicate: true };
+  const [, eventId, consumed, wallet, charged, thresholds, delta] = parsed as [number, string, number, number | null, number, number[], number];
+  return {
+    eventId,
+    allowed: true,
+    denyReason: null,
+    duplicate: true,
+    usage: terms ? snapshot(terms, consumed, wallet, charged) : walletOnly(wallet),
+    thresholdsCrossed: thresholds,
+    delta,
+  };
+}
+
+/**
+ * Identifies an event's payload: sha256 of the JSON of `parts`, object keys sorted, base64url, 22
+ * characters. Written out by hand (no replacer, no sorting of arrays) for speed, byte for byte the same
+ * as JSON.stringify with a key-sorting replacer, so that keys recorded before stay comparable.
+ */
+export function fingerprintOf(parts: ReadonlyArray<string | number | null | Record<string, string>>): string {
+  let json = "[";
+  parts.forEach((part, i) => {
+    if (i > 0) json += ",";
+    json += part !== null && typeof part === "object" ? sortedJson(part) : JSON.stringify(part);
+  });
+  return hash("sha256", `${json}]`, "base64url").slice(0, 22);
+}
+
+/** Array-index keys ("0", "42"): a JS object lists them first, in numeric order, whatever else it holds. */
+const INDEX_KEY = /^(?:0|[1-9]\d{0,9})$/;
+const isIndex = (key: string) => INDEX_KEY.test(key) && Number(key) < 2 ** 32 - 1;
+
+function sortedJson(object: Record<string, string>): string {
+  let keys = Object.keys(object);
+  if (keys.length === 0) return "{}";
+  // The replacer sorted the keys, then rebuilt an object, which moves index keys first again.
+  if (keys.length > 1) {
+    const indexes = keys.filter(isIndex).sort((a, b) => Number(a) - Number(b));
+    keys = indexes.length === 0 ? keys.sort() : [...indexes, ...keys.filter((k) => !isIndex(k)).sort()];
+  }
+  let json = "{";
+  keys.forEach((key, i) => {
+    json += `${i > 0 ? "," : ""}${JSON.stringify(key)}:${JSON.stringify(object[key])}`;
+  });
+  return `${json}}`;
+}
