@@ -52,9 +52,9 @@ const USAGE = `Usage: npm run bench [-- options]
   --wait-quiet N       first wait up to N seconds for the machine to be quiet (under 10% busy for 5 s)
   --help
 
-A phase during which other processes took more than 15% of a core runs again, up to 2 more times. If it
-stays disturbed, its figures are marked DISTURBED and the run exits with 3 (1 if acknowledged events are
-missing from the ledger).
+A phase during which other processes took more than 15% of a core runs again, up to 2 more times (and
+within 4 minutes of repeats per run). If it stays disturbed, its figures are marked DISTURBED and the run
+exits with 3 (1 if acknowledged events are missing from the ledger).
 
 ${PHASE_HELP}`;
 
