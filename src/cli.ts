@@ -7,6 +7,7 @@ import { createLogger } from "./log.js";
 import { startServer } from "./server.js";
 import { openApp } from "./app.js";
 import { type Difference, Reconciler } from "./metering/reconcile.js";
+import { isWorker, parseWorkers, type Ready, reportReady, requireSharedStorage, runPrimary, workerId } from "./workers.js";
 import cliProgress from "cli-progress";
 
 const { SingleBar, Presets } = cliProgress;
@@ -22,6 +23,9 @@ Commands:
 
 Options:
   --catalog FILE      Catalogue file to apply at start-up (overrides METERD_CATALOG)
+  --workers N         serve: run N worker processes on the same ports (node:cluster), "auto" for one
+                      per core; default 1, one process (overrides METERD_WORKERS). Needs REDIS_URL
+                      and DATABASE_URL when N > 1
   --customer ID       reconcile: only this customer (repeatable)
   --dry-run           reconcile: report the differences, change nothing
   -h, --help          Show this help
@@ -29,22 +33,33 @@ Options:
 Storage: with neither REDIS_URL nor DATABASE_URL set, meterd runs embedded, keeping its data
 under METERD_DATA_DIR (default ./.meterd).`;
 
-async function serve(config: Config): Promise<void> {
-  const logger = createLogger(config.logLevel);
-  const server = await startServer(config, logger);
+function banner(config: Config, ready: Ready): string {
   const host = config.host;
   const lines = [
-    `meterd is serving (${server.app.storage} storage${config.catalogFile ? `, catalogue ${config.catalogFile}` : ""})`,
-    `  gRPC     ${host}:${server.grpcPort}   (grpc-js: internal services)`,
-    `  Connect  http://${host}:${server.httpPort}   (Connect, gRPC-web and gRPC over HTTP/1.1 and h2c)`,
-    `  usage page  http://${host}:${server.httpPort}/ui/   (open it with #token=<a customer token>)`,
+    `meterd is serving (${ready.storage} storage${config.catalogFile ? `, catalogue ${config.catalogFile}` : ""})`,
+    `  gRPC     ${host}:${ready.grpcPort}   (grpc-js: internal services)`,
+    `  Connect  http://${host}:${ready.httpPort}   (Connect, gRPC-web and gRPC over HTTP/1.1 and h2c)`,
+    `  usage page  http://${host}:${ready.httpPort}/ui/   (open it with #token=<a customer token>)`,
   ];
-  if (server.devKey?.created) {
-    lines.push(`  development key (made now, kept in ${path.join(config.dataDir, "dev-key")}):`, `    ${server.devKey.key}`);
-  } else if (server.devKey) {
-    lines.push(`  development key: ${server.devKey.key}  (from ${path.join(config.dataDir, "dev-key")})`);
+  if (ready.devKey?.created) {
+    lines.push(`  development key (made now, kept in ${path.join(config.dataDir, "dev-key")}):`, `    ${ready.devKey.key}`);
+  } else if (ready.devKey) {
+    lines.push(`  development key: ${ready.devKey.key}  (from ${path.join(config.dataDir, "dev-key")})`);
   }
-  process.stdout.write(`${lines.join("\n")}\n`);
+  return `${lines.join("\n")}\n`;
+}
+
+/** Serves until a signal; with workers > 1, runs the primary of that many workers (see workers.ts). */
+async function serve(config: Config, workers: number): Promise<number> {
+  if (workers > 1 && !isWorker()) {
+    requireSharedStorage(config, workers);
+    return runPrimary({ workers, logger: createLogger(config.logLevel), banner: (ready) => banner(config, ready) });
+  }
+  const logger = isWorker() ? createLogger(config.logLevel).child({ worker: workerId() }) : createLogger(config.logLevel);
+  const server = await startServer(config, logger);
+  const ready: Ready = { storage: server.app.storage, grpcPort: server.grpcPort, httpPort: server.httpPort, devKey: server.devKey };
+  if (isWorker()) reportReady(ready);
+  else process.stdout.write(banner(config, ready));
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -61,6 +76,7 @@ async function serve(config: Config): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  return -1;
 }
 
 async function migrateOnly(config: Config): Promise<void> {
@@ -122,6 +138,7 @@ async function main(argv: string[]): Promise<number> {
         catalog: { type: "string" },
         customer: { type: "string", multiple: true },
         "dry-run": { type: "boolean" },
+        workers: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -134,12 +151,18 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  if (parsed.values.workers !== undefined && command !== "serve") {
+    process.stderr.write(`--workers applies to serve only\n\n${USAGE}\n`);
+    return 2;
+  }
   const config = loadConfig();
   if (parsed.values.catalog !== undefined) config.catalogFile = parsed.values.catalog;
   switch (command) {
     case "serve":
-      await serve(config);
-      return -1;
+      return serve(
+        config,
+        parsed.values.workers !== undefined ? parseWorkers(parsed.values.workers, "--workers") : parseWorkers(process.env.METERD_WORKERS, "METERD_WORKERS"),
+      );
     case "migrate":
       await migrateOnly(config);
       return 0;
