@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // The meterd command line: serve (the default) and migrate. Configuration comes from the environment
 // (see the README); flags override it.
 import { parseArgs } from "node:util";
