@@ -426,7 +426,9 @@ export class Meter {
       items.map(async ([p, applied], i): Promise<TrackOutcome | Error> => {
         try {
           const outcome = appended?.[i] ?? (await this.afterFailedAppend(p, applied, failure));
-          if (!outcome.inserted) {
+          // The row already there is this very event (another replica's sweeper committed it while this
+          // commit was slow): it is counted once, in the ledger and in the counter, so nothing is undone.
+          if (!outcome.inserted && outcome.existing.id !== p.req.eventId) {
             // The ledger already holds this key: an event that the fast path no longer knew about.
             await this.fastPath.revert(p.req, applied).catch(failClosed);
             return await this.fromExisting(p, outcome.existing);

@@ -59,5 +59,30 @@ describe.each(["pglite", "redis"] as const)("the outbox sweeper with the %s back
       expect(retry).toMatchObject({ allowed: true, duplicate: true, eventId: rows.find((r) => r.idempotencyKey === "dies-1")?.id });
       expect(await h.sqlLedger.sumUsage(customerId, "api_calls", null, null)).toBe("5");
     });
+
+    it("given a commit so slow that another replica swept the event first, when it lands, then the event is counted once and not undone", async () => {
+      const customerId = h.newCustomer();
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      // Replica A's ledger holds its append until the sweeper has committed the same event.
+      const slow = new Proxy(h.sqlLedger, {
+        get(target, prop) {
+          if (prop === "append") return async (...args: Parameters<Ledger["append"]>) => (await gate, target.append(...args));
+          const value: unknown = Reflect.get(target, prop, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+      const a = h.instance({ fastPath: h.fastPath, ledger: slow });
+      const answer = a.meter.track({ customerId, featureKey: "api_calls", amount: 4, idempotencyKey: "slow-1", timestamp: null, properties: {} }, { mayCorrect: true });
+      for (let i = 0; i < 100 && (await h.fastPath.pendingEvents(customerId)).length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(await h.meter.sweep(10)).toBe(1);
+      release();
+
+      expect(await answer).toMatchObject({ allowed: true });
+      expect(await h.sqlLedger.sumUsage(customerId, "api_calls", null, null)).toBe("4");
+      const [metric] = await h.metrics.get(customerId, "api_calls");
+      expect(metric?.consumed).toBe(4);
+    });
   });
 });
