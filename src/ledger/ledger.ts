@@ -45,8 +45,9 @@ export interface UsageSumQuery {
 export interface Ledger {
   /**
    * Commits the events durably (group-committed with concurrent callers) and resolves only after the
-   * commit. One outcome per event, in order: inserted, or already there (same id, or same customer and
-   * idempotency key), with the row that was there.
+   * commit. One outcome per event, in order: inserted, or already there (the same event written again,
+   * which has the same id and occurred_at; or the same customer and idempotency key), with the row that
+   * was there. Event ids are made by the server, once per event, with its time.
    */
   append(events: LedgerEvent[]): Promise<AppendOutcome[]>;
   findById(id: string): Promise<StoredEvent | null>;

@@ -83,17 +83,22 @@ interface EventRow {
 }
 
 // Storage. meterd_events is range-partitioned by month on occurred_at (migration 002), so it can only
-// be unique on (id, occurred_at). Exactly-once lives in meterd_event_keys, unpartitioned: one row per
-// event, unique on event_id and on (customer_id, idempotency_key). A batch claims its keys and writes
-// its rows in one statement, so a key never exists without its row (openmeter#5118). Reads by id or
-// key go through meterd_event_keys, whose occurred_at leads to the one partition that holds the row.
+// be unique on (id, occurred_at): that refuses a second write of the same event, which always carries
+// the same occurred_at. One event per customer and idempotency key, across months, lives in
+// meterd_event_keys, unpartitioned, with a row for each keyed event only (migration 003). A batch
+// claims its keys and writes its rows in one statement, so a key never exists without its row
+// (openmeter#5118). Reads by key go through meterd_event_keys, whose occurred_at leads to the one
+// partition that holds the row.
 
 /** The columns of a StoredEvent, from meterd_events under the alias e. */
 const COLUMNS = `e.id, e.customer_id, e.feature_key, e.kind, trim_scale(e.amount)::text AS amount,
   trim_scale(e.credits)::text AS credits, e.idempotency_key, e.fingerprint, e.occurred_at, e.recorded_at,
   e.properties`;
 
-/** Claims each event's id and key; inserts the rows of the events that claimed both, in order. */
+/**
+ * Claims the keys of the keyed events; inserts the rows of the keyless events and of the keyed events
+ * that claimed their key, in order; a row whose (id, occurred_at) is already there is skipped.
+ */
 const INSERT = `WITH batch AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
       $8::text[], $9::text[], $10::text[])
@@ -101,7 +106,8 @@ const INSERT = `WITH batch AS (
         occurred_at, properties, ord)
   ), claimed AS (
     INSERT INTO meterd_event_keys (event_id, customer_id, idempotency_key, occurred_at)
-    SELECT id, customer_id, idempotency_key, occurred_at::timestamptz FROM batch ORDER BY ord
+    SELECT id, customer_id, idempotency_key, occurred_at::timestamptz FROM batch
+      WHERE idempotency_key IS NOT NULL ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING event_id
   )
@@ -109,19 +115,19 @@ const INSERT = `WITH batch AS (
     (id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint, occurred_at, properties)
   SELECT b.id, b.customer_id, b.feature_key, b.kind, b.amount::numeric, b.credits::numeric, b.idempotency_key,
     b.fingerprint, b.occurred_at::timestamptz, b.properties::jsonb
-  FROM batch b JOIN claimed c ON c.event_id = b.id
+  FROM batch b LEFT JOIN claimed c ON c.event_id = b.id
+  WHERE b.idempotency_key IS NULL OR c.event_id IS NOT NULL
   ORDER BY b.ord
+  ON CONFLICT DO NOTHING
   RETURNING e.id`;
 
 /** The stored rows that hold any of the ids ($1), or any of the (customer, key) pairs ($2, $3). */
-const SELECT_CONFLICTS = `WITH hits AS (
-    SELECT event_id, occurred_at FROM meterd_event_keys WHERE event_id = ANY($1::text[])
-    UNION
-    SELECT k.event_id, k.occurred_at FROM meterd_event_keys k
-      JOIN unnest($2::text[], $3::text[]) AS u(customer_id, idempotency_key)
-        ON k.customer_id = u.customer_id AND k.idempotency_key = u.idempotency_key
-  )
-  SELECT ${COLUMNS} FROM hits JOIN meterd_events e ON e.id = hits.event_id AND e.occurred_at = hits.occurred_at`;
+const SELECT_CONFLICTS = `SELECT ${COLUMNS} FROM meterd_events e WHERE e.id = ANY($1::text[])
+  UNION
+  SELECT ${COLUMNS} FROM meterd_event_keys k
+    JOIN unnest($2::text[], $3::text[]) AS u(customer_id, idempotency_key)
+      ON k.customer_id = u.customer_id AND k.idempotency_key = u.idempotency_key
+    JOIN meterd_events e ON e.id = k.event_id AND e.occurred_at = k.occurred_at`;
 
 /**
  * sumUsage's statement. The time bounds are written only when given, as plain comparisons on
@@ -229,13 +235,8 @@ export class SqlLedger implements Ledger {
   }
 
   async findById(id: string): Promise<StoredEvent | null> {
-    // The time as a sub-select (not a join, where e.id = $1 would probe every partition): Postgres
-    // then reads only the partition of that time.
-    const res = await this.sql.query<EventRow>(
-      `SELECT ${COLUMNS} FROM meterd_events e
-        WHERE e.id = $1 AND e.occurred_at = (SELECT occurred_at FROM meterd_event_keys WHERE event_id = $1)`,
-      [id],
-    );
+    // By id alone: one probe of each partition's primary key, which leads with id.
+    const res = await this.sql.query<EventRow>(`SELECT ${COLUMNS} FROM meterd_events e WHERE e.id = $1`, [id]);
     return res.rows[0] ? toStored(res.rows[0]) : null;
   }
 
