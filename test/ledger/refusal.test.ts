@@ -2,7 +2,7 @@
 // itself, when isPermanentLedgerRefusal classifies them, then the ones that depend only on the event's
 // own values (data exceptions, check and not-null violations, the ledger's InvalidEventError) are
 // permanent, and the ones a retry may get past (lost connections, a terminated backend, a unique
-// conflict, a syntax error in our own SQL) are not.
+// conflict, a row that fits no partition yet, a syntax error in our own SQL) are not.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrate } from "../../src/ledger/migrate.js";
 import { createPgClient } from "../../src/ledger/pg-client.js";
@@ -33,6 +33,8 @@ describe.skipIf(skip !== null)("isPermanentLedgerRefusal on Postgres (pg)", () =
     sql = createPgClient(db.url, { max: 2 });
     await migrate(sql);
     await sql.query("CREATE TABLE checked (n int NOT NULL CHECK (n > 0), k text UNIQUE)");
+    await sql.query("CREATE TABLE monthly (at date NOT NULL) PARTITION BY RANGE (at)");
+    await sql.query("CREATE TABLE monthly_2026_01 PARTITION OF monthly FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')");
   });
 
   afterAll(async () => {
@@ -84,6 +86,14 @@ describe.skipIf(skip !== null)("isPermanentLedgerRefusal on Postgres (pg)", () =
     const syntax = await failureOf(() => sql.query("SELEC 1"));
     expect((syntax as { code?: string }).code).toBe("42601");
     expect(isPermanentLedgerRefusal(syntax)).toBe(false);
+  });
+
+  it("a row that fits no partition (23514 without a constraint) is not permanent: the partition can be made", async () => {
+    const error = await failureOf(() => sql.query("INSERT INTO monthly (at) VALUES ($1)", ["2030-01-01"]));
+    expect((error as { code?: string }).code).toBe("23514");
+    expect(isPermanentLedgerRefusal(error)).toBe(false);
+    await sql.query("CREATE TABLE monthly_2030_01 PARTITION OF monthly FOR VALUES FROM ('2030-01-01') TO ('2030-02-01')");
+    await sql.query("INSERT INTO monthly (at) VALUES ($1)", ["2030-01-01"]);
   });
 
   it("a terminated backend (57P01) is not permanent", async () => {
