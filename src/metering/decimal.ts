@@ -169,6 +169,7 @@ export function unitsToDecimal(units: number, precision: number): string {
   checkPrecision(precision);
   checkUnits(units);
   if (units === 0) return "0";
+  if (precision === 0) return String(units);
   const negative = units < 0;
   const digits = Math.abs(units).toString().padStart(precision + 1, "0");
   const intPart = digits.slice(0, digits.length - precision);
@@ -178,7 +179,11 @@ export function unitsToDecimal(units: number, precision: number): string {
 
 /** Units as the nearest double, for protobuf doubles in responses. */
 export function unitsToNumber(units: number, precision: number): number {
-  return Number(unitsToDecimal(units, precision));
+  checkPrecision(precision);
+  checkUnits(units);
+  // units and 10^precision are exact doubles, and IEEE division rounds correctly: the nearest double to
+  // the exact decimal, as Number(unitsToDecimal(units, precision)) gives, without the string.
+  return precision === 0 ? units : units / 10 ** precision;
 }
 
 /**

@@ -119,19 +119,28 @@ export class Meter {
       (results) => results,
       (error: unknown) => applied.map(() => (error instanceof Error ? error : new Error(String(error)))),
     );
-    return Promise.all(
-      prepared.map(async (p) => {
-        if (p instanceof Error || "eventId" in p) return p;
-        const at = committed.get(p);
-        if (at !== undefined) return outcomes[at]!;
-        // Anything else (a denial, a duplicate, a key still pending) is decided event by event.
-        try {
-          return await this.execute(p, firstOf.get(p));
-        } catch (error) {
-          return error instanceof Error ? error : new Error(String(error));
-        }
-      }),
-    );
+    const results = new Array<TrackOutcome | MeterError | Error>(prepared.length);
+    const rest: Array<Promise<void>> = [];
+    prepared.forEach((p, i) => {
+      if (p instanceof Error || "eventId" in p) {
+        results[i] = p;
+        return;
+      }
+      const at = committed.get(p);
+      if (at !== undefined) {
+        results[i] = outcomes[at]!;
+        return;
+      }
+      // Anything else (a denial, a duplicate, a key still pending) is decided event by event.
+      rest.push(
+        this.execute(p, firstOf.get(p)).then(
+          (outcome) => void (results[i] = outcome),
+          (error: unknown) => void (results[i] = error instanceof Error ? error : new Error(String(error))),
+        ),
+      );
+    });
+    await Promise.all(rest);
+    return results;
   }
 
   /**
@@ -413,49 +422,50 @@ export class Meter {
    */
   private async commitMany(items: ReadonlyArray<readonly [Prepared, Applied]>): Promise<Array<TrackOutcome | Error>> {
     // The answers are built before the commit, so that nothing can fail between a commit and its answer.
-    const built = items.map(([p, applied]) => this.answerFor(p, applied));
+    const answers = items.map(([p, applied]) => new AppliedOutcome(p.req.eventId, p.terms, p.req.counter !== null, p.req.walletDelta, applied));
     let appended: AppendOutcome[] | null = null;
     let failure: unknown = null;
     try {
-      appended = await this.ledger.append(built.map((b) => b.event));
+      appended = await this.ledger.append(items.map(([p, applied]) => this.ledgerRow(p, applied)));
     } catch (error) {
       failure = error;
     }
+    const results = new Array<TrackOutcome | Error>(items.length);
     const settle: Array<{ customerId: string; dedupeKey: string; result: string }> = [];
-    const results = await Promise.all(
-      items.map(async ([p, applied], i): Promise<TrackOutcome | Error> => {
-        try {
-          const outcome = appended?.[i] ?? (await this.afterFailedAppend(p, applied, failure));
-          // The row already there is this very event (another replica's sweeper committed it while this
-          // commit was slow): it is counted once, in the ledger and in the counter, so nothing is undone.
-          if (!outcome.inserted && outcome.existing.id !== p.req.eventId) {
-            // The ledger already holds this key: an event that the fast path no longer knew about.
-            await this.fastPath.revert(p.req, applied).catch(failClosed);
-            return await this.fromExisting(p, outcome.existing);
-          }
-          const answer = built[i]!.answer;
-          settle.push({
-            customerId: p.req.customerId,
-            dedupeKey: p.req.dedupeKey,
-            result: encodeResult({
-              eventId: answer.eventId,
-              consumed: p.req.counter ? applied.after : 0,
-              wallet: applied.walletAfter,
-              charged: -p.req.walletDelta,
-              thresholdsCrossed: answer.thresholdsCrossed,
-              delta: answer.delta,
-            }),
-          });
-          return built[i]!.answer;
-        } catch (error) {
-          return error instanceof Error ? error : new Error(String(error));
-        }
-      }),
-    );
+    const unsure: number[] = [];
+    items.forEach(([p], i) => {
+      const outcome = appended?.[i];
+      // Inserted, or the row already there is this very event (another replica's sweeper committed it
+      // while this commit was slow): counted once, in the ledger and in the counter.
+      if (outcome !== undefined && (outcome.inserted || outcome.existing.id === p.req.eventId)) {
+        results[i] = answers[i]!;
+        settle.push({ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, result: answers[i]!.settledResult() });
+      } else {
+        unsure.push(i);
+      }
+    });
     // Durable now: the answers are ALLOWED whatever happens next, so they go out without waiting for
     // the settle. A retry that arrives before it lands finds the key pending and waits for it (see
     // execute); a settle that fails leaves the events in the outbox, where the sweeper settles them.
     if (settle.length > 0) this.settleLater(settle);
+    await Promise.all(
+      unsure.map(async (i) => {
+        const [p, applied] = items[i]!;
+        try {
+          const outcome = appended?.[i] ?? (await this.afterFailedAppend(p, applied, failure));
+          if (outcome.inserted || outcome.existing.id === p.req.eventId) {
+            this.settleLater([{ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, result: answers[i]!.settledResult() }]);
+            results[i] = answers[i]!;
+            return;
+          }
+          // The ledger already holds this key: an event that the fast path no longer knew about.
+          await this.fastPath.revert(p.req, applied).catch(failClosed);
+          results[i] = await this.fromExisting(p, outcome.existing);
+        } catch (error) {
+          results[i] = error instanceof Error ? error : new Error(String(error));
+        }
+      }),
+    );
     const changed = new Map(items.map(([p]) => [`${p.req.customerId}\u0000${p.row.featureKey}`, p] as const));
     for (const p of changed.values()) this.changes.notify(p.req.customerId, p.row.featureKey);
     return results;
@@ -477,25 +487,12 @@ export class Meter {
     while (this.settling.size > 0) await Promise.all(this.settling);
   }
 
-  /** The ledger row of an applied event, and the answer it gets once committed. */
-  private answerFor(p: Prepared, applied: Applied): { event: LedgerEvent; answer: TrackOutcome } {
-    const precision = p.terms?.feature.precision ?? 0;
-    const consumed = p.req.counter ? applied.after : 0;
+  /** The ledger row of an applied event. */
+  private ledgerRow(p: Prepared, applied: Applied): LedgerEvent {
     return {
-      event: {
-        ...p.row,
-        amount: unitsToDecimal(applied.delta, precision),
-        credits: unitsToDecimal(p.req.walletDelta, CREDIT_PRECISION),
-      },
-      answer: {
-        eventId: p.req.eventId,
-        allowed: true,
-        denyReason: null,
-        duplicate: false,
-        usage: p.terms ? snapshot(p.terms, consumed, applied.walletAfter, -p.req.walletDelta) : walletOnly(applied.walletAfter),
-        thresholdsCrossed: p.terms ? thresholdsCrossed(p.terms, applied.before, applied.after) : [],
-        delta: p.terms ? unitsToNumber(applied.delta, precision) : 0,
-      },
+      ...p.row,
+      amount: unitsToDecimal(applied.delta, p.terms?.feature.precision ?? 0),
+      credits: unitsToDecimal(p.req.walletDelta, CREDIT_PRECISION),
     };
   }
 
@@ -592,4 +589,48 @@ function keyConflict(key: string): MeterError {
     "idempotency_key",
     "must identify one payload",
   );
+}
+
+/**
+ * The answer to an applied event once committed. Its usage block is built only when read: a batch
+ * answers most events without one (see TrackBatch's usages). `usage` is an own enumerable accessor and
+ * the rest is private (#), so that spreading or comparing an answer sees a plain TrackOutcome.
+ */
+class AppliedOutcome implements TrackOutcome {
+  readonly eventId: string;
+  readonly allowed = true;
+  readonly denyReason = null;
+  readonly duplicate = false;
+  declare readonly usage: TrackOutcome["usage"];
+  readonly thresholdsCrossed: number[];
+  readonly delta: number;
+  readonly #consumed: number;
+  readonly #walletAfter: number | null;
+  readonly #charged: number;
+
+  constructor(eventId: string, terms: Terms | null, counted: boolean, walletDelta: number, applied: Applied) {
+    this.eventId = eventId;
+    this.#consumed = counted ? applied.after : 0;
+    this.#walletAfter = applied.walletAfter;
+    this.#charged = -walletDelta;
+    let built: TrackOutcome["usage"] | undefined;
+    Object.defineProperty(this, "usage", {
+      enumerable: true,
+      get: () => (built ??= terms ? snapshot(terms, this.#consumed, this.#walletAfter, this.#charged) : walletOnly(this.#walletAfter)),
+    });
+    this.thresholdsCrossed = terms ? thresholdsCrossed(terms, applied.before, applied.after) : [];
+    this.delta = terms ? unitsToNumber(applied.delta, terms.feature.precision) : 0;
+  }
+
+  /** What the fast path keeps for a retry of the key (see records.ts). */
+  settledResult(): string {
+    return encodeResult({
+      eventId: this.eventId,
+      consumed: this.#consumed,
+      wallet: this.#walletAfter,
+      charged: this.#charged,
+      thresholdsCrossed: this.thresholdsCrossed,
+      delta: this.delta,
+    });
+  }
 }

@@ -1,6 +1,7 @@
 -- Decides a batch of events, of any number of customers, in one atomic step, in order (applyOne comes from apply-core.lua).
 -- Every key is in KEYS. Per customer group: wallet, outbox, marker, then per event its record and its counter.
--- ARGV: recordTtl, then per group its number of events, then per event applyOne's args but recordTtl.
+-- ARGV: recordTtl, then per group its number of events, then per event one string: applyOne's args but
+-- recordTtl, tab-separated, the row last (one string per event keeps the client's encoding work small).
 -- The events of one customer share a hash tag; a call may span customers (slots) of one Redis node.
 local cache = newCache()
 local replies = {}
@@ -12,11 +13,13 @@ while a <= #ARGV do
   local walletKey, outboxKey, markerKey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
   for _ = 1, n do
+    local eventId, fingerprint, op, amount, expected, limit, walletDelta, mayGoNegative, usesCounter, row =
+      string.match(ARGV[a], "^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+    if not eventId then return redis.error_reply("ERR meterd apply-many: malformed event argument") end
     replies[#replies + 1] = applyOne(cache, KEYS[k], KEYS[k + 1], walletKey, outboxKey, markerKey,
-      ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
-      ARGV[a + 8], ttl, ARGV[a + 9])
+      eventId, fingerprint, op, amount, expected, limit, walletDelta, mayGoNegative, usesCounter, ttl, row)
     k = k + 2
-    a = a + 10
+    a = a + 1
   end
 end
 flush(cache)

@@ -125,7 +125,8 @@ export class RedisFastPath implements FastPath {
       for (const i of group) {
         const req = reqs[i]!;
         keys.push(this.keys.record(req.customerId, req.dedupeKey), this.counterKey(req));
-        args.push(...this.eventArgs(req));
+        // One tab-separated string per event; only the row (JSON, last) could hold a tab, and JSON escapes it.
+        args.push(this.eventArgs(req).join("\t"));
         order.push(i);
       }
     }
@@ -338,6 +339,10 @@ export class RedisFastPath implements FastPath {
   /** An event's arguments after its keys, but the record TTL (one per call in apply-many.lua). */
   private eventArgs(req: ApplyRequest): EventArgs {
     const { op } = req;
+    // Records and batch arguments are tab-separated strings (see record.lua); only the row, last, may hold a tab.
+    if (req.eventId.includes("\t") || req.fingerprint.includes("\t")) {
+      throw new RangeError("eventId and fingerprint may not contain a tab");
+    }
     return [
       req.eventId,
       req.fingerprint,

@@ -51,7 +51,8 @@ declare module "ioredis" {
     /**
      * apply-many.lua: events of any customers. numKeys, then per customer group its wallet, outbox and marker
      * keys and per event its record and counter keys; then recordTtl, and per group its number of events
-     * followed by each event's arguments of meterdApply after its keys, but recordTtl.
+     * followed by one string per event: its arguments of meterdApply after its keys but recordTtl, joined
+     * by tabs.
      */
     meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<ApplyReply[], Context>;
     /** settle.lua: numKeys, then per event its record and outbox keys; then recordTtl and per event its result. */
