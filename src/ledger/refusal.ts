@@ -6,9 +6,6 @@ import { InvalidEventError } from "./sql-ledger.js";
 /** SQLSTATE: five digits or upper-case letters, as pg's DatabaseError and PGlite's errors carry it. */
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 
-const NOT_NULL_VIOLATION = "23502";
-const CHECK_VIOLATION = "23514";
-
 /** Causes followed before giving up; wrappers rarely nest more than once or twice. */
 const MAX_CAUSE_DEPTH = 5;
 
@@ -18,30 +15,20 @@ function sqlState(error: object): string | null {
 }
 
 /**
- * Constraint violations that depend only on the row's own values. Unique violations (23505) are not
- * here: they depend on what else is stored, and the ledger answers them as "already there". A row
- * that fits no partition is also a check violation (23514), but one without a constraint name: it
- * depends on which partitions exist, and succeeds once the month's partition is made.
- */
-function violatesRowConstraint(state: string, error: object): boolean {
-  if (state === NOT_NULL_VIOLATION) return true;
-  const constraint = (error as { constraint?: unknown }).constraint;
-  return state === CHECK_VIOLATION && typeof constraint === "string" && constraint !== "";
-}
-
-/**
  * True when `error` (or an error it wraps as `cause`) says the event can never be written: the
  * ledger's own InvalidEventError, or a Postgres data exception (SQLSTATE class 22: invalid byte
- * sequence, untranslatable character, datetime or numeric out of range, ...) or a check or not-null
- * violation. Never true for connection errors (their codes, "ECONNRESET", "57P01", class 08, are not
- * in these classes), nor for a row that fits no partition.
+ * sequence, untranslatable character, datetime or numeric out of range, ...), which comes from the
+ * caller's values. Never true for connection errors (their codes, "ECONNRESET", "57P01", class 08,
+ * are not in this class), nor for constraint violations (class 23): every NOT NULL and CHECK column
+ * is filled by meterd itself, so a violation is meterd's fault, not the caller's, and a row that fits
+ * no partition (also 23514) succeeds once the month's partition is made.
  */
 export function isPermanentLedgerRefusal(error: unknown): boolean {
   let current: unknown = error;
   for (let depth = 0; depth < MAX_CAUSE_DEPTH && typeof current === "object" && current !== null; depth++) {
     if (current instanceof InvalidEventError) return true;
     const state = sqlState(current);
-    if (state !== null && (state.startsWith("22") || violatesRowConstraint(state, current))) return true;
+    if (state !== null && state.startsWith("22")) return true;
     current = (current as { cause?: unknown }).cause;
   }
   return false;

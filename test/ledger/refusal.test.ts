@@ -1,8 +1,9 @@
 // Given real failures from the ledger's databases (Postgres through pg, and PGlite) and from the ledger
 // itself, when isPermanentLedgerRefusal classifies them, then the ones that depend only on the event's
-// own values (data exceptions, check and not-null violations, the ledger's InvalidEventError) are
-// permanent, and the ones a retry may get past (lost connections, a terminated backend, a unique
-// conflict, a row that fits no partition yet, a syntax error in our own SQL) are not.
+// own values (data exceptions, the ledger's InvalidEventError) are permanent, and the others are not:
+// those a retry may get past (lost connections, a terminated backend, a unique conflict, a row that
+// fits no partition yet) and those that are meterd's own fault (a syntax error in its SQL, a check or
+// not-null violation of a column meterd fills itself).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrate } from "../../src/ledger/migrate.js";
 import { createPgClient } from "../../src/ledger/pg-client.js";
@@ -47,8 +48,6 @@ describe.skipIf(skip !== null)("isPermanentLedgerRefusal on Postgres (pg)", () =
     ["22P05 untranslatable character (a NUL escape in jsonb)", "SELECT $1::jsonb", ['{"k":"\\u0000"}']],
     ["22008 datetime field overflow (month 13)", "SELECT $1::timestamptz", ["2026-13-01T00:00:00Z"]],
     ["22003 numeric value out of range", "SELECT $1::int", ["2147483648"]],
-    ["23514 check violation", "INSERT INTO checked (n) VALUES ($1)", [0]],
-    ["23502 not-null violation", "INSERT INTO checked (n) VALUES ($1)", [null]],
   ])("%s is permanent", async (_name, text, values) => {
     const error = await failureOf(() => sql.query(text, values));
     expect(isPermanentLedgerRefusal(error)).toBe(true);
@@ -76,6 +75,14 @@ describe.skipIf(skip !== null)("isPermanentLedgerRefusal on Postgres (pg)", () =
     );
     expect(error).toBeInstanceOf(InvalidEventError);
     expect(isPermanentLedgerRefusal(error)).toBe(true);
+  });
+
+  it.each([
+    ["23514 check violation", "INSERT INTO checked (n) VALUES ($1)", [0]],
+    ["23502 not-null violation", "INSERT INTO checked (n) VALUES ($1)", [null]],
+  ])("%s is not the caller's fault: every such column is filled by meterd", async (_name, text, values) => {
+    const error = await failureOf(() => sql.query(text, values));
+    expect(isPermanentLedgerRefusal(error)).toBe(false);
   });
 
   it("a unique violation and a syntax error are not refusals of the event", async () => {
