@@ -37,13 +37,18 @@ function transports(): Record<string, Transport> {
 const headers = { authorization: `Bearer ${KEY}` };
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Waits until `n` Track calls have reached the implementation: on a busy machine 100 ms may not do. */
+async function untilTracking(n: number): Promise<void> {
+  for (let waited = 0; servers.observed.trackCalls < n && waited < 10_000; waited += 10) await sleep(10);
+}
+
 describe("close(graceMs)", () => {
   it("lets in-flight calls finish before it resolves, then refuses new connections", async () => {
     const calls = Object.entries(transports()).map(async ([name, transport]) => {
       const res = await createClient(MeteringService, transport).track({ customerId: "slow", idempotencyKey: name }, { headers });
       return { eventId: res.eventId, at: Date.now() };
     });
-    await sleep(100);
+    await untilTracking(3);
     const started = Date.now();
     await servers.close(10_000);
     const closedAt = Date.now();
@@ -66,7 +71,7 @@ describe("close(graceMs)", () => {
           (err: unknown) => ConnectError.from(err).code,
         ),
     );
-    await sleep(100);
+    await untilTracking(3);
     const started = Date.now();
     await servers.close(300);
     expect(Date.now() - started).toBeLessThan(2500);
@@ -85,7 +90,7 @@ describe("close(graceMs)", () => {
         }
         return statuses;
       });
-    await sleep(100);
+    await untilTracking(3);
     await servers.close(300);
     for (const statuses of await Promise.all(seen)) {
       expect(statuses.slice(0, 2)).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING]);
