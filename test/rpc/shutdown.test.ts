@@ -79,10 +79,12 @@ describe("close(graceMs)", () => {
   });
 
   it("tells health watchers NOT_SERVING, then ends their streams", async () => {
+    const watching: ServingStatus[][] = [];
     const seen = Object.values(transports())
       .slice(1) // the HTTP/2 ones
       .map(async (transport) => {
         const statuses: ServingStatus[] = [];
+        watching.push(statuses);
         try {
           for await (const res of createClient(Health, transport).watch({ service: "" })) statuses.push(res.status);
         } catch (err) {
@@ -90,7 +92,8 @@ describe("close(graceMs)", () => {
         }
         return statuses;
       });
-    await untilTracking(3);
+    // Every watcher has its first status before the server closes.
+    for (let waited = 0; watching.some((statuses) => statuses.length === 0) && waited < 10_000; waited += 10) await sleep(10);
     await servers.close(300);
     for (const statuses of await Promise.all(seen)) {
       expect(statuses.slice(0, 2)).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING]);
