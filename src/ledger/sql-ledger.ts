@@ -430,41 +430,43 @@ async function writeBatch(sql: SqlExecutor, events: Prepared[]): Promise<(EventR
   return outcomes;
 }
 
+// The checks of prepare(), as plain functions: prepare() runs for every event of every batch.
+function text(id: string, field: string, value: unknown, nullable: boolean): string | null {
+  if (value === null && nullable) return null;
+  if (typeof value !== "string" || value === "") throw new InvalidEventError(id, field, "must be a non-empty string");
+  if (value.includes("\u0000")) throw new InvalidEventError(id, field, "must not contain NUL characters");
+  return value;
+}
+
+function decimal(id: string, field: string, value: unknown): string {
+  if (typeof value !== "string" || !DECIMAL.test(value)) {
+    throw new InvalidEventError(id, field, `must be a decimal string like "12.5" (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
 function prepare(e: LedgerEvent): Prepared {
   const id = typeof e.id === "string" ? e.id : String(e.id);
-  const bad = (field: string, rule: string) => new InvalidEventError(id, field, rule);
-  const text = (field: string, value: unknown, nullable: boolean): string | null => {
-    if (value === null && nullable) return null;
-    if (typeof value !== "string" || value === "") throw bad(field, "must be a non-empty string");
-    if (value.includes("\u0000")) throw bad(field, "must not contain NUL characters");
-    return value;
-  };
-  const decimal = (field: string, value: unknown): string => {
-    if (typeof value !== "string" || !DECIMAL.test(value)) {
-      throw bad(field, `must be a decimal string like "12.5" (got ${JSON.stringify(value)})`);
-    }
-    return value;
-  };
-
-  text("id", e.id, false);
-  if (!KINDS.has(e.kind)) throw bad("kind", `must be one of ${[...KINDS].join(", ")}`);
+  text(id, "id", e.id, false);
+  if (!KINDS.has(e.kind)) throw new InvalidEventError(id, "kind", `must be one of ${[...KINDS].join(", ")}`);
   const time = e.occurredAt instanceof Date ? e.occurredAt.getTime() : NaN;
-  if (!(time >= MIN_TIME && time <= MAX_TIME)) throw bad("occurredAt", "must be a valid Date in years 1 to 9999");
+  if (!(time >= MIN_TIME && time <= MAX_TIME)) throw new InvalidEventError(id, "occurredAt", "must be a valid Date in years 1 to 9999");
   const properties = e.properties ?? {};
-  for (const [k, v] of Object.entries(properties)) {
-    if (typeof v !== "string") throw bad(`properties.${k}`, "must be a string");
-    if (k.includes("\u0000") || v.includes("\u0000")) throw bad(`properties.${k}`, "must not contain NUL characters");
+  for (const k of Object.keys(properties)) {
+    const v = properties[k];
+    if (typeof v !== "string") throw new InvalidEventError(id, `properties.${k}`, "must be a string");
+    if (k.includes("\u0000") || v.includes("\u0000")) throw new InvalidEventError(id, `properties.${k}`, "must not contain NUL characters");
   }
   return {
     id,
-    customerId: text("customerId", e.customerId, false)!,
-    featureKey: text("featureKey", e.featureKey, true),
+    customerId: text(id, "customerId", e.customerId, false)!,
+    featureKey: text(id, "featureKey", e.featureKey, true),
     kind: e.kind,
-    amount: decimal("amount", e.amount),
-    credits: decimal("credits", e.credits),
-    idempotencyKey: text("idempotencyKey", e.idempotencyKey, true),
-    fingerprint: text("fingerprint", e.fingerprint, false)!,
-    occurredAt: new Date(time).toISOString(),
+    amount: decimal(id, "amount", e.amount),
+    credits: decimal(id, "credits", e.credits),
+    idempotencyKey: text(id, "idempotencyKey", e.idempotencyKey, true),
+    fingerprint: text(id, "fingerprint", e.fingerprint, false)!,
+    occurredAt: e.occurredAt.toISOString(),
     properties: JSON.stringify(properties),
   };
 }
