@@ -15,6 +15,7 @@ import { create } from "@bufbuild/protobuf";
 import pg from "pg";
 import { MeteringService, TrackBatchRequestSchema } from "../gen/meterd/v1/metering_pb.js";
 import { Decision } from "../gen/meterd/v1/usage_pb.js";
+import { loadFastPathScripts } from "./floors/adapters.js";
 import { latencyFloor } from "./floors/latency-floor.js";
 import { pgFloor } from "./floors/pg-floor.js";
 import { protocolFloor } from "./floors/protocol-floor.js";
@@ -190,6 +191,7 @@ async function main(): Promise<void> {
     `meterd bench ${runId}: ${machine.cpu}, ${machine.memory}, ${machine.os}, Node ${machine.node}, Postgres ${machine.postgres}, Redis ${machine.redis}\n`,
   );
 
+  await loadFastPathScripts(REDIS_URL);
   const db: BenchDatabase = await createDatabase(runId);
   cleanups.push({ what: "drop database", run: () => db.drop() });
   cleanups.push({ what: "delete Redis keys", run: () => deleteRedisPrefix(prefix) });
