@@ -36,7 +36,8 @@ import { busyTime, summarizeProfile } from "./profile-summary.js";
 
 const USAGE = `Usage: npm run bench [-- options]
 
-  (default)            every phase (about 6 to 7 minutes): table, bench/results/latest.json
+  (default)            every phase: table, bench/results/latest.json (about 5 minutes on a quiet machine;
+                       at most about 8 when disturbed phases are repeated)
   --soak               the memory soak instead: steady mixed load for --soak-minutes, sampling meterd's RSS,
                        then TrackStream against a slowed ledger (a delaying TCP proxy in front of Postgres)
   --soak-minutes N     length of the steady soak (default 10)
@@ -54,7 +55,7 @@ const USAGE = `Usage: npm run bench [-- options]
   --help
 
 A phase during which other processes took more than 15% of a core runs again, up to 2 more times (and
-within 4 minutes of repeats per run). If it stays disturbed, its figures are marked DISTURBED and the run
+within 3 minutes of repeats per run). If it stays disturbed, its figures are marked DISTURBED and the run
 exits with 3 (1 if acknowledged events are missing from the ledger).
 
 ${PHASE_HELP}`;

@@ -16,7 +16,7 @@ export const QUIET_WAIT_MS = 20_000;
  * Time a run may spend on repeats in all. On a machine that stays busy, every phase would otherwise run
  * three times; past this, a disturbed phase is marked at once, and the run ends in bounded time.
  */
-export const REPEAT_BUDGET_MS = 4 * 60_000;
+export const REPEAT_BUDGET_MS = 3 * 60_000;
 
 export interface CpuShare {
   seconds: number;
