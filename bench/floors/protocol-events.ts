@@ -10,6 +10,7 @@ import { randomUUID } from "node:crypto";
 import type { ApplyRequest, ApplyResult, CounterRef } from "../../src/fastpath/fastpath.js";
 import type { RedisFastPath } from "../../src/fastpath/redis/redis-fastpath.js";
 import type { LedgerEvent } from "../../src/ledger/ledger.js";
+import { encodeOutbox, encodeResult } from "../../src/metering/records.js";
 
 const FEATURE = "api_calls";
 /** The bench catalogue's hard limit on api_calls (bench/catalog.json). */
@@ -45,7 +46,6 @@ export interface FloorBatch {
 /** A batch with one event per (customer, idempotency key). */
 export function floorBatch(events: ReadonlyArray<{ customerId: string; idempotencyKey: string }>, now = new Date()): FloorBatch {
   const period = monthKey(now);
-  const occurredAt = now.toISOString();
   const reqs = new Array<ApplyRequest>(events.length);
   const rows = new Array<FloorBatch["rows"][number]>(events.length);
   events.forEach(({ customerId, idempotencyKey }, i) => {
@@ -53,8 +53,8 @@ export function floorBatch(events: ReadonlyArray<{ customerId: string; idempoten
     const fingerprint = nextFingerprint();
     const counter = counterOf(customerId, period);
     const row = { id, customerId, featureKey: FEATURE, kind: "track" as const, idempotencyKey, fingerprint, occurredAt: now, properties: PROPERTIES };
-    // meterd's outbox record (src/metering/sweeper.ts OutboxRecord), kept in Redis with the pending key.
-    const record = { ...row, occurredAt, dedupeKey: idempotencyKey, counter, precision: 0 };
+    // meterd's outbox record (src/metering/records.ts), kept in Redis with the pending key.
+    const record = encodeOutbox({ ...row, dedupeKey: idempotencyKey, counter, precision: 0 });
     rows[i] = row;
     reqs[i] = {
       customerId,
@@ -66,7 +66,7 @@ export function floorBatch(events: ReadonlyArray<{ customerId: string; idempoten
       limit: LIMIT,
       walletDelta: 0,
       walletMayGoNegative: false,
-      record: JSON.stringify(record),
+      record,
     };
   });
   return { reqs, rows };
@@ -86,33 +86,11 @@ export function ledgerEvents(batch: FloorBatch, applied: Applied[]): LedgerEvent
   return batch.rows.map((row, i) => ({ ...row, amount: String(applied[i]!.delta), credits: "0" }));
 }
 
-/** What settleMany stores per event after the commit: meterd's answer to the Track, as JSON. */
-export function settleItems(batch: FloorBatch, applied: Applied[], now = new Date()): Array<{ customerId: string; dedupeKey: string; result: string }> {
-  const periodStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
-  const periodEnd = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
-  return batch.reqs.map((req, i) => {
-    const consumed = applied[i]!.after;
-    const answer = {
-      eventId: req.eventId,
-      allowed: true,
-      denyReason: null,
-      duplicate: false,
-      usage: {
-        featureKey: FEATURE,
-        consumed,
-        limit: LIMIT,
-        remaining: LIMIT - consumed,
-        percentageUsed: (consumed / LIMIT) * 100,
-        periodStart,
-        periodEnd,
-        overage: 0,
-        hard: true,
-        creditBalance: null,
-        creditsCharged: 0,
-      },
-      thresholdsCrossed: [],
-      delta: 1,
-    };
-    return { customerId: req.customerId, dedupeKey: req.dedupeKey, result: JSON.stringify(answer) };
-  });
+/** What settleMany stores per event after the commit: the numbers of meterd's answer (src/metering/records.ts). */
+export function settleItems(batch: FloorBatch, applied: Applied[]): Array<{ customerId: string; dedupeKey: string; result: string }> {
+  return batch.reqs.map((req, i) => ({
+    customerId: req.customerId,
+    dedupeKey: req.dedupeKey,
+    result: encodeResult({ eventId: req.eventId, consumed: applied[i]!.after, wallet: null, charged: 0, thresholdsCrossed: [], delta: 1 }),
+  }));
 }

@@ -1,6 +1,6 @@
 // What a bench run makes and must clean up: a fresh Postgres database, a Redis key prefix, and the
-// processes (meterd, the echo servers), each started as `node --import tsx ...` in the repository root.
-import { execFileSync } from "node:child_process";
+// processes (meterd from its build in dist/, the echo servers through tsx), started in the repository root.
+import { execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -77,10 +77,22 @@ export interface Meterd extends Child {
   dataDir: string;
 }
 
+/** Builds meterd (`node scripts/build.mjs`, to dist/) once per bench run: the bench measures what production runs. */
+let built: Promise<void> | null = null;
+function buildMeterd(): Promise<void> {
+  built ??= new Promise<void>((resolve, reject) => {
+    execFile(process.execPath, [path.join(ROOT, "scripts/build.mjs")], { cwd: ROOT }, (error, _stdout, stderr) => {
+      if (error) reject(new Error(`npm run build failed: ${stderr || error.message}`));
+      else resolve();
+    });
+  });
+  return built;
+}
+
 /**
- * Starts `node --import tsx src/cli.ts serve` as its own process, on free ports, against the bench's
- * Redis prefix and database, with the bench catalogue and key. `nodeFlags` go before --import (e.g.
- * --cpu-prof). Resolves once both listeners are up.
+ * Builds meterd, then starts `node dist/src/cli.js serve` (as `npm start` and the `meterd` bin do) as its
+ * own process, on free ports, against the bench's Redis prefix and database, with the bench catalogue and
+ * key. `nodeFlags` go first (e.g. --cpu-prof). Resolves once both listeners are up.
  */
 export async function startMeterd(options: { databaseUrl: string; prefix: string; nodeFlags?: string[]; name?: string }): Promise<Meterd> {
   const [grpcPort, httpPort] = [await freePort(), await freePort()];
@@ -99,7 +111,8 @@ export async function startMeterd(options: { databaseUrl: string; prefix: string
     METERD_HTTP_PORT: String(httpPort),
     METERD_DATA_DIR: dataDir,
   });
-  const child = startNode(options.name ?? "meterd", [...(options.nodeFlags ?? []), "--import", "tsx", "src/cli.ts", "serve"], env);
+  await buildMeterd();
+  const child = startNode(options.name ?? "meterd", [...(options.nodeFlags ?? []), "dist/src/cli.js", "serve"], env);
   try {
     await waitForOutput(child, /^ {2}Connect +http:\/\/127\.0\.0\.1:\d+\s/m, 60_000);
   } catch (error) {
