@@ -94,6 +94,19 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
       };
     }
 
+    it("applyMany answers a duplicate with its stored result exactly, line breaks, tabs and backslashes included", async () => {
+      await fp.loadCounter(counter, 0);
+      const req = add(1, { dedupeKey: "odd-result" });
+      expect((await fp.applyMany([req]))[0]?.code).toBe("APPLIED");
+      const result = 'line one\nline two\ttabbed \\ back\\n not a break';
+      await fp.settle(customer, "odd-result", result);
+      expect(await fp.applyMany([add(1), { ...req, eventId: "evt_retry" }, add(1)])).toMatchObject([
+        { code: "APPLIED" },
+        { code: "DUPLICATE", result },
+        { code: "APPLIED" },
+      ]);
+    });
+
     it("reads idempotency records that meterd 0.1 wrote as hashes: their answers and outbox entries survive an upgrade", async () => {
       await fp.loadCounter(counter, 7);
       const pending = add(2, { dedupeKey: "old-pending" });

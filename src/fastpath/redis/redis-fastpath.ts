@@ -130,9 +130,10 @@ export class RedisFastPath implements FastPath {
         order.push(i);
       }
     }
-    const replies = await this.redis.meterdApplyMany(keys.length, ...keys, ...args);
+    const replies = (await this.redis.meterdApplyMany(keys.length, ...keys, ...args)).split("\n");
+    if (replies.length !== reqs.length) throw new Error(`meterdApplyMany answered ${replies.length} events for ${reqs.length}`);
     const results = new Array<ApplyResult>(reqs.length);
-    order.forEach((i, at) => (results[i] = decodeApply(replies[at]!)));
+    order.forEach((i, at) => (results[i] = decodeApply(lineReply(replies[at]!))));
     return results;
   }
 
@@ -391,6 +392,23 @@ function decodeApply(reply: ApplyReply): ApplyResult {
       throw new Error(`unexpected reply from meterdApply: ${JSON.stringify(reply)}`);
   }
 }
+
+/**
+ * One event's reply from apply-many.lua's answer: its fields, tab-separated, as apply.lua returns them
+ * (NOT_LOADED's flags as numbers; an empty walletAfter as null). A DUPLICATE's stored result, its last
+ * field, may hold tabs; its backslashes and line breaks come escaped (\\ and \n).
+ */
+function lineReply(line: string): ApplyReply {
+  const tab = line.indexOf("\t");
+  const code = tab < 0 ? line : line.slice(0, tab);
+  if (code === "DUPLICATE") return ["DUPLICATE", line.slice(tab + 1).replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c))];
+  const fields = line.split("\t");
+  if (code === "NOT_LOADED") return ["NOT_LOADED", flagOf(fields[1]), flagOf(fields[2]), flagOf(fields[3])];
+  if (code === "APPLIED") return ["APPLIED", fields[1]!, fields[2]!, fields[3]!, fields[4] === "" || fields[4] === undefined ? null : fields[4]];
+  return fields as ApplyReply;
+}
+
+const flagOf = (field: string | undefined): 0 | 1 => (field === "1" ? 1 : 0);
 
 /** Runs a pipeline and returns its replies, failing on the first command that failed. */
 async function execPipeline(pipeline: ChainableCommander): Promise<unknown[]> {

@@ -52,9 +52,9 @@ declare module "ioredis" {
      * apply-many.lua: events of any customers. numKeys, then per customer group its wallet, outbox and marker
      * keys and per event its record and counter keys; then recordTtl, and per group its number of events
      * followed by one string per event: its arguments of meterdApply after its keys but recordTtl, joined
-     * by tabs.
+     * by tabs. Answers one string: each event's reply, its fields tab-separated, a line each, in order.
      */
-    meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<ApplyReply[], Context>;
+    meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<string, Context>;
     /** settle.lua: numKeys, then per event its record and outbox keys; then recordTtl and per event its result. */
     meterdSettle(numKeys: number, ...keysAndArgs: string[]): Result<SettleReply[], Context>;
     /** read-records.lua: each record as one string (see record.lua), or null. */
