@@ -36,3 +36,13 @@ end
 local function splitPending(rest)
   return string.match(rest, "^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
 end
+
+-- The deltas a record keeps, pending or settled: delta, walletDelta, counter key ("" for none).
+local function recordDeltas(state, rest)
+  if state == "S" then
+    local delta, walletDelta, counterKey = splitSettled(rest)
+    return delta, walletDelta, counterKey
+  end
+  local _, _, delta, _, walletDelta, counterKey = splitPending(rest)
+  return delta, walletDelta, counterKey
+end

@@ -10,13 +10,7 @@ if not record then return {"NOT_FOUND"} end
 local state, _, eid, rest = splitRecord(record)
 -- A late revert must not undo another event that has since claimed the key.
 if eid ~= eventId then return {"OTHER_EVENT"} end
-local delta, walletDelta, recordedCounter
-if state == "S" then
-  delta, walletDelta, recordedCounter = splitSettled(rest)
-else
-  local _
-  _, _, delta, _, walletDelta, recordedCounter = splitPending(rest)
-end
+local delta, walletDelta, recordedCounter = recordDeltas(state, rest)
 if recordedCounter ~= "" and recordedCounter ~= counterKey then return {"COUNTER_MISMATCH"} end
 
 -- A counter or wallet that is gone (Redis emptied) stays unloaded: it is rebuilt from the ledger.

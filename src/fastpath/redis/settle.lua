@@ -9,13 +9,7 @@ for i = 1, #KEYS, 2 do
   local record = readRecord(recordKey)
   if record then
     local state, fp, eid, rest = splitRecord(record)
-    local delta, walletDelta, counterKey
-    if state == "S" then
-      delta, walletDelta, counterKey = splitSettled(rest)
-    else
-      local _
-      _, _, delta, _, walletDelta, counterKey = splitPending(rest)
-    end
+    local delta, walletDelta, counterKey = recordDeltas(state, rest)
     -- The deltas stay, so that a late revert can still undo the event; the outbox row is dropped.
     redis.call("SET", recordKey, table.concat({"S", fp, eid, delta, walletDelta, counterKey, ARGV[(i + 1) / 2 + 1]}, "\t"),
       "EX", ttl)
