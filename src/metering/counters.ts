@@ -81,8 +81,12 @@ export class Counters {
    */
   async loadMany(missing: readonly Missing[]): Promise<void> {
     const rebuild = [...new Set(missing.filter((m) => m.customer).map((m) => m.customerId))];
+    // Customers the ledger has never seen: their counters start at 0 without asking the ledger again. A
+    // replica that counts them meanwhile loads its counter first, and a load never overwrites one.
+    const fresh = new Set<string>();
     if (rebuild.length > 0) {
       const withHistory = await this.ledger.customersWithEvents(rebuild).catch(ledgerDown);
+      for (const customerId of rebuild) if (!withHistory.has(customerId)) fresh.add(customerId);
       await Promise.all(rebuild.map((customerId) => this.rebuildKnown(customerId, withHistory.has(customerId))));
     }
     const counters = new Map<string, { ref: CounterRef; terms: Terms }>();
@@ -91,8 +95,10 @@ export class Counters {
       const { ref } = m.counter;
       counters.set(`${ref.customerId}\u0000${ref.featureKey}\u0000${ref.periodKey}`, m.counter);
     }
-    if (counters.size > 0) {
-      const loads = [...counters.values()];
+    const zeros = [...counters.values()].filter(({ ref }) => fresh.has(ref.customerId));
+    await Promise.all(zeros.map(({ ref }) => this.fastPath.loadCounter(ref, 0).catch(failClosed)));
+    if (counters.size > zeros.length) {
+      const loads = [...counters.values()].filter(({ ref }) => !fresh.has(ref.customerId));
       const sums = await this.ledger
         .sumUsageMany(
           loads.map(({ ref, terms }) => ({ customerId: ref.customerId, featureKey: ref.featureKey, from: terms.period?.start ?? null, to: terms.period?.end ?? null })),
@@ -103,7 +109,9 @@ export class Counters {
       );
     }
     const wallets = [...new Set(missing.filter((m) => m.wallet).map((m) => m.customerId))];
-    await Promise.all(wallets.map((customerId) => this.loadWallet(customerId)));
+    await Promise.all(
+      wallets.map((customerId) => (fresh.has(customerId) ? this.fastPath.loadWallet(customerId, 0).catch(failClosed) : this.loadWallet(customerId))),
+    );
   }
 
   private async rebuildKnown(customerId: string, hasHistory: boolean): Promise<void> {

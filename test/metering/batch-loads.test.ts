@@ -12,19 +12,21 @@ const pgSkip = await postgresSkipReason();
 const redisSkip = await redisSkipReason();
 
 /** Counts the ledger calls made through it, by method name. */
-function countingLedger(inner: Ledger): { ledger: Ledger; calls: Map<string, number> } {
+function countingLedger(inner: Ledger): { ledger: Ledger; calls: Map<string, number>; sums: number[] } {
   const calls = new Map<string, number>();
+  const sums: number[] = [];
   const ledger = new Proxy(inner, {
     get(target, prop) {
       const value: unknown = Reflect.get(target, prop, target);
       if (typeof value !== "function") return value;
       return (...args: unknown[]) => {
         calls.set(String(prop), (calls.get(String(prop)) ?? 0) + 1);
+        if (prop === "sumUsageMany") sums.push((args[0] as unknown[]).length);
         return (value as (...a: unknown[]) => unknown).apply(target, args);
       };
     },
   });
-  return { ledger, calls };
+  return { ledger, calls, sums };
 }
 
 describe.each(["pglite", "redis"] as const)("a batch of customers not loaded, on the %s backend", (backend) => {
@@ -44,7 +46,7 @@ describe.each(["pglite", "redis"] as const)("a batch of customers not loaded, on
       // History in the ledger, then a fresh fast path (as after a restart) that has none of it loaded.
       await h.meter.trackMany(known.map((customerId) => ({ customerId, featureKey: "api_calls", amount: 5, idempotencyKey: `${customerId}-h`, timestamp: null, properties: {} })), { mayCorrect: true });
       const fresh = Array.from({ length: 100 }, () => h.newCustomer());
-      const { ledger, calls } = countingLedger(h.sqlLedger);
+      const { ledger, calls, sums } = countingLedger(h.sqlLedger);
       // On Redis: a keyspace of its own, empty, as a Redis that came back without its data.
       const fastPath = h.fastPathRedis === null ? undefined : new RedisFastPath({ redis: h.fastPathRedis, prefix });
       const restarted = h.instance({ ledger, ...(fastPath ? { fastPath } : {}) });
@@ -64,6 +66,8 @@ describe.each(["pglite", "redis"] as const)("a batch of customers not loaded, on
       // The in-process fast path never loses a customer, so only Redis asks which have history.
       expect(calls.get("customersWithEvents") ?? 0).toBe(backend === "redis" ? 1 : 0);
       expect(calls.get("sumUsageMany")).toBe(1);
+      // On Redis, the 100 customers the ledger has never seen start at 0: only the 20 with history are summed.
+      expect(sums).toEqual([backend === "redis" ? 20 : 120]);
       expect(calls.get("hasEvents") ?? 0).toBe(0);
       expect(calls.get("sumUsage") ?? 0).toBe(0);
       expect(calls.get("append")).toBe(1);
