@@ -8,6 +8,7 @@
 //    not decompress, or carries a malformed grpc-timeout gets INTERNAL from grpc-js, which makes a
 //    client's bug look like a server fault. Those statuses become INVALID_ARGUMENT; every other
 //    INTERNAL is left alone, so INTERNAL keeps meaning a fault worth an alert.
+// No grpc/grpc-node issue was found for either; remove a fix once grpc-js makes it its own.
 import { createRequire } from "node:module";
 import { status as GrpcStatus, type StatusObject } from "@grpc/grpc-js";
 
