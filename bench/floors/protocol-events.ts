@@ -7,10 +7,10 @@
 // shapes change (the Lua protocol, the outbox record, the settle payload), adapt this file to build what
 // meterd now builds, and the protocol, latency and Redis floors follow unchanged.
 import { randomUUID } from "node:crypto";
-import type { ApplyRequest, ApplyResult, CounterRef } from "../../src/fastpath/fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, SettleItem } from "../../src/fastpath/fastpath.js";
 import type { RedisFastPath } from "../../src/fastpath/redis/redis-fastpath.js";
 import type { LedgerEvent } from "../../src/ledger/ledger.js";
-import { encodeOutbox, encodeResult } from "../../src/metering/records.js";
+import { encodeOutbox } from "../../src/metering/records.js";
 
 const FEATURE = "api_calls";
 /** The bench catalogue's hard limit on api_calls (bench/catalog.json). */
@@ -53,7 +53,7 @@ export function floorBatch(events: ReadonlyArray<{ customerId: string; idempoten
     const fingerprint = nextFingerprint();
     const counter = counterOf(customerId, period);
     const row = { id, customerId, featureKey: FEATURE, kind: "track" as const, idempotencyKey, fingerprint, occurredAt: now, properties: PROPERTIES };
-    // meterd's outbox record (src/metering/records.ts), kept in Redis with the pending key.
+    // meterd's outbox record (src/metering/records.ts), kept in Redis in the call's batch until settled.
     const record = encodeOutbox({ ...row, dedupeKey: idempotencyKey, counter, precision: 0 });
     rows[i] = row;
     reqs[i] = {
@@ -86,11 +86,7 @@ export function ledgerEvents(batch: FloorBatch, applied: Applied[]): LedgerEvent
   return batch.rows.map((row, i) => ({ ...row, amount: String(applied[i]!.delta), credits: "0" }));
 }
 
-/** What settleMany stores per event after the commit: the numbers of meterd's answer (src/metering/records.ts). */
-export function settleItems(batch: FloorBatch, applied: Applied[]): Array<{ customerId: string; dedupeKey: string; result: string }> {
-  return batch.reqs.map((req, i) => ({
-    customerId: req.customerId,
-    dedupeKey: req.dedupeKey,
-    result: encodeResult({ eventId: req.eventId, consumed: applied[i]!.after, wallet: null, charged: 0, thresholdsCrossed: [], delta: 1 }),
-  }));
+/** What settleMany takes per event after the commit: the pending entry that the apply named. */
+export function settleItems(batch: FloorBatch, applied: Applied[]): SettleItem[] {
+  return batch.reqs.map((req, i) => ({ customerId: req.customerId, dedupeKey: req.dedupeKey, ref: applied[i]!.ref }));
 }

@@ -31,14 +31,34 @@ export interface ApplyRequest {
   /** Whether a charge may take the wallet below zero (false for hard features). */
   walletMayGoNegative: boolean;
   /**
-   * The outbox entry: what the ledger needs to commit this event (JSON, opaque to the fast path). It is
-   * kept with the pending key, so that if this process dies before its commit, a sweeper commits it.
+   * The outbox row: what the ledger needs to commit this event (opaque to the fast path, one line: no
+   * line break). It is kept until the event is settled or reverted, so that if this process dies before
+   * its commit, a sweeper commits it.
    */
   record: string;
 }
 
+/**
+ * What an applied event was answered, kept with its key once settled, so that a retry of the key is
+ * answered the same.
+ */
+export interface Original {
+  eventId: string;
+  before: number;
+  after: number;
+  delta: number;
+  walletAfter: number | null;
+  walletDelta: number;
+  /** Whether the event moved a counter (false for a top-up). */
+  counted: boolean;
+}
+
+/** Which pending entry an applied event is: what settle and revert name it by (opaque to callers). */
+export type PendingRef = string;
+
 /** An event applied by the fast path and still not settled or reverted after a while. */
 export interface StaleEvent {
+  ref: PendingRef;
   customerId: string;
   dedupeKey: string;
   eventId: string;
@@ -49,11 +69,14 @@ export interface StaleEvent {
 }
 
 export type ApplyResult =
-  | { code: "APPLIED"; before: number; after: number; delta: number; walletAfter: number | null }
+  | { code: "APPLIED"; before: number; after: number; delta: number; walletAfter: number | null; ref: PendingRef }
   | { code: "DENIED_LIMIT"; consumed: number }
   | { code: "DENIED_CREDITS"; consumed: number; wallet: number }
-  /** A settled event with this key and fingerprint: `result` is what settle() stored. */
-  | { code: "DUPLICATE"; result: string }
+  /**
+   * A settled event with this key and fingerprint: what it was answered (a string: the result that a
+   * fast path before meterd 0.2 stored, see records.ts).
+   */
+  | { code: "DUPLICATE"; original: Original | string }
   /** An event with this key is being committed right now: wait for it, then apply again. */
   | { code: "PENDING" }
   /** The key was used for another payload. */
@@ -68,6 +91,12 @@ export type ApplyResult =
    */
   | { code: "NOT_LOADED"; counter: boolean; wallet: boolean; customer: boolean };
 
+export interface SettleItem {
+  customerId: string;
+  dedupeKey: string;
+  ref: PendingRef;
+}
+
 export interface Readings {
   /** null where the counter is not loaded. */
   counters: Array<number | null>;
@@ -78,12 +107,13 @@ export interface FastPath {
   apply(req: ApplyRequest): Promise<ApplyResult>;
   /** apply() for many requests, in one round trip where the backend allows; results in input order. */
   applyMany(reqs: ApplyRequest[]): Promise<ApplyResult[]>;
-  /** After the ledger commit: keep `result` for replays of the key. */
-  settle(customerId: string, dedupeKey: string, result: string): Promise<void>;
-  /** settle() for many events, in one round trip where the backend allows. */
-  settleMany(items: ReadonlyArray<{ customerId: string; dedupeKey: string; result: string }>): Promise<void>;
+  /**
+   * After the ledger commit: the events leave the outbox, and a retry of their keys is answered with
+   * what they were answered (DUPLICATE). In one round trip where the backend allows.
+   */
+  settleMany(items: ReadonlyArray<SettleItem>): Promise<void>;
   /** The commit failed or found the event already there: undo an APPLIED request and forget its key. */
-  revert(req: ApplyRequest, applied: { delta: number }): Promise<void>;
+  revert(req: ApplyRequest, applied: { delta: number; ref: PendingRef }): Promise<void>;
   /** Applied events pending for longer than `olderThanMs`: their process may have died before its commit. */
   staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]>;
   /** Every event of the customer applied and not yet settled or reverted, whatever its age. */

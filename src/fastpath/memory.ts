@@ -1,18 +1,19 @@
 // The in-process fast path of the embedded default. Atomic by construction: apply() runs from its
 // first read to its last write without an await, so no other call can interleave with a decision.
 import { MAX_UNITS } from "../metering/decimal.js";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Readings, StaleEvent } from "./fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Original, Readings, SettleItem, StaleEvent } from "./fastpath.js";
 
 interface KeyRecord {
   fingerprint: string;
   eventId: string;
   /** What apply() answered, for a resend of the same event. */
-  applied: ApplyResult;
+  applied: Extract<ApplyResult, { code: "APPLIED" }>;
   record: string;
   walletDelta: number;
+  counted: boolean;
   appliedAt: number;
-  /** The stored result once settled; null while the event is being committed. */
-  result: string | null;
+  /** Whether the event is committed (settled); false while it is being committed. */
+  settled: boolean;
   waiters: Array<() => void>;
 }
 
@@ -34,7 +35,7 @@ export class MemoryFastPath implements FastPath {
     const record = this.keys.get(id);
     if (record) {
       if (record.fingerprint !== req.fingerprint) return { code: "KEY_CONFLICT" };
-      if (record.result !== null) return { code: "DUPLICATE", result: record.result };
+      if (record.settled) return { code: "DUPLICATE", original: originalOf(record) };
       return record.eventId === req.eventId ? record.applied : { code: "PENDING" };
     }
 
@@ -66,15 +67,17 @@ export class MemoryFastPath implements FastPath {
 
     if (cid !== null) this.counters.set(cid, after);
     if (usesWallet) this.wallets.set(req.customerId, walletAfter);
-    const applied: ApplyResult = { code: "APPLIED", before: consumed, after, delta, walletAfter: usesWallet ? walletAfter : null };
+    // The event id names the pending entry: a key holds one event at a time.
+    const applied = { code: "APPLIED" as const, before: consumed, after, delta, walletAfter: usesWallet ? walletAfter : null, ref: req.eventId };
     this.keys.set(id, {
       fingerprint: req.fingerprint,
       eventId: req.eventId,
       applied,
       record: req.record,
       walletDelta: req.walletDelta,
+      counted: cid !== null,
       appliedAt: Date.now(),
-      result: null,
+      settled: false,
       waiters: [],
     });
     this.pending.add(id);
@@ -87,25 +90,24 @@ export class MemoryFastPath implements FastPath {
     return results;
   }
 
-  async settleMany(items: ReadonlyArray<{ customerId: string; dedupeKey: string; result: string }>): Promise<void> {
-    for (const { customerId, dedupeKey, result } of items) await this.settle(customerId, dedupeKey, result);
-  }
-
-  async settle(customerId: string, dedupeKey: string, result: string): Promise<void> {
-    const id = keyId(customerId, dedupeKey);
-    const record = this.keys.get(id);
-    if (!record) return;
-    record.result = result;
-    this.pending.delete(id);
-    this.wake(record);
+  async settleMany(items: ReadonlyArray<SettleItem>): Promise<void> {
+    for (const { customerId, dedupeKey, ref } of items) {
+      const id = keyId(customerId, dedupeKey);
+      const record = this.keys.get(id);
+      if (!record || record.eventId !== ref) continue;
+      record.settled = true;
+      this.pending.delete(id);
+      this.wake(record);
+    }
     if (this.keys.size > MAX_SETTLED_KEYS) this.prune();
   }
 
   async revert(req: ApplyRequest, applied: { delta: number }): Promise<void> {
     const id = keyId(req.customerId, req.dedupeKey);
     const record = this.keys.get(id);
-    // A late revert must not undo another event that has since taken the key.
-    if (!record || record.eventId !== req.eventId) return;
+    // A late revert must not undo another event that has since taken the key, nor a settled event: the
+    // ledger holds it.
+    if (!record || record.eventId !== req.eventId || record.settled) return;
     if (req.counter) {
       const cid = counterId(req.counter);
       this.counters.set(cid, (this.counters.get(cid) ?? 0) - applied.delta);
@@ -124,9 +126,9 @@ export class MemoryFastPath implements FastPath {
     for (const id of this.pending) {
       if (stale.length >= max) break;
       const r = this.keys.get(id);
-      if (!r || r.result !== null || r.appliedAt > before || r.applied.code !== "APPLIED") continue;
+      if (!r || r.settled || r.appliedAt > before) continue;
       const [customerId = "", dedupeKey = ""] = id.split("\u0000");
-      stale.push({ customerId, dedupeKey, eventId: r.eventId, delta: r.applied.delta, walletDelta: r.walletDelta, record: r.record });
+      stale.push({ ref: r.eventId, customerId, dedupeKey, eventId: r.eventId, delta: r.applied.delta, walletDelta: r.walletDelta, record: r.record });
     }
     return stale;
   }
@@ -151,7 +153,7 @@ export class MemoryFastPath implements FastPath {
 
   waitSettled(customerId: string, dedupeKey: string, timeoutMs: number): Promise<void> {
     const record = this.keys.get(keyId(customerId, dedupeKey));
-    if (!record || record.result !== null) return Promise.resolve();
+    if (!record || record.settled) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(resolve, timeoutMs);
       record.waiters.push(() => {
@@ -200,9 +202,14 @@ export class MemoryFastPath implements FastPath {
     let excess = this.keys.size - Math.floor(MAX_SETTLED_KEYS * 0.9);
     for (const [id, record] of this.keys) {
       if (excess <= 0) break;
-      if (record.result === null) continue;
+      if (!record.settled) continue;
       this.keys.delete(id);
       excess--;
     }
   }
+}
+
+function originalOf(record: KeyRecord): Original {
+  const { before, after, delta, walletAfter } = record.applied;
+  return { eventId: record.eventId, before, after, delta, walletAfter, walletDelta: record.walletDelta, counted: record.counted };
 }

@@ -6,7 +6,7 @@ import { Code } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Catalog } from "../catalog/catalog.js";
 import type { Customer, Feature } from "../catalog/types.js";
-import type { ApplyRequest, ApplyResult, FastPath } from "../fastpath/fastpath.js";
+import type { ApplyRequest, ApplyResult, FastPath, SettleItem } from "../fastpath/fastpath.js";
 import {
   type AppendOutcome,
   type EventKind,
@@ -19,10 +19,10 @@ import type { UsageChanges } from "./changes.js";
 import { counterRef, Counters, failClosed, ledgerDown } from "./counters.js";
 import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsToNumber } from "./decimal.js";
 import { isPermanentLedgerRefusal } from "../ledger/refusal.js";
-import { commitUnknown, invalid, ledgerRefused, ledgerUnavailable, MeterError } from "./errors.js";
+import { commitUnknown, fastPathUnavailable, invalid, ledgerRefused, ledgerUnavailable, MeterError } from "./errors.js";
 import { type Period, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
-import { decodeResult, encodeOutbox, encodeResult, fingerprintOf } from "./records.js";
+import { duplicateOf, encodeOutbox, fingerprintOf } from "./records.js";
 import { OutboxSweeper } from "./sweeper.js";
 import { CREDIT_PRECISION, limitUnitsOf, snapshot, type Terms, thresholdsCrossed, walletOnly } from "./usage.js";
 import { checkCustomerId, checkIdempotencyKey, checkProperties, checkTimestamp, type TimeWindow } from "./validate.js";
@@ -80,11 +80,6 @@ export class Meter {
       fastPath: deps.fastPath,
       ledger: deps.ledger,
       changes: deps.changes,
-      counters: this.counters,
-      termsAt: (customerId, featureKey, at) => {
-        const feature = this.catalog.feature(featureKey);
-        return feature ? this.termsAt(this.catalog.customer(customerId), feature, at) : null;
-      },
     });
   }
 
@@ -98,9 +93,13 @@ export class Meter {
    * first decisions go to the fast path in one round trip and the commits share group commits.
    */
   async trackMany(inputs: TrackInput[], caller: Caller): Promise<Array<TrackOutcome | MeterError | Error>> {
+    // One instant for the whole call, so that events without a timestamp share their terms (a customer's
+    // plan and period), worked out once per (customer, feature).
+    const now = this.clock();
+    const terms = new Map<string, Terms | null>();
     const prepared = inputs.map((input) => {
       try {
-        return this.prepareTrack(input, caller);
+        return this.prepareTrack(input, caller, now, terms);
       } catch (error) {
         return error instanceof Error ? error : new Error(String(error));
       }
@@ -131,9 +130,14 @@ export class Meter {
         results[i] = outcomes[at]!;
         return;
       }
+      const first = firstOf.get(p);
+      if (first instanceof Error) {
+        results[i] = first;
+        return;
+      }
       // Anything else (a denial, a duplicate, a key still pending) is decided event by event.
       rest.push(
-        this.execute(p, firstOf.get(p)).then(
+        this.execute(p, first).then(
           (outcome) => void (results[i] = outcome),
           (error: unknown) => void (results[i] = error instanceof Error ? error : new Error(String(error))),
         ),
@@ -149,11 +153,14 @@ export class Meter {
    * round trip, so a batch of new customers costs a few queries, not a few per event. If a round trip
    * fails, the events left undecided go through execute() one by one.
    */
-  private async applyGrouped(pending: Prepared[]): Promise<Array<ApplyResult | undefined>> {
+  private async applyGrouped(pending: Prepared[]): Promise<Array<ApplyResult | MeterError | undefined>> {
     if (pending.length === 0) return [];
-    const results: Array<ApplyResult | undefined> = await this.fastPath.applyMany(pending.map((p) => p.req)).catch(() => []);
+    const results: Array<ApplyResult | MeterError | undefined> = await this.fastPath.applyMany(pending.map((p) => p.req)).catch((error: unknown) => unsure(pending, error));
     for (let round = 0; round < LOAD_ROUNDS; round++) {
-      const missing = pending.flatMap((p, i) => (results[i]?.code === "NOT_LOADED" ? [i] : []));
+      const missing = pending.flatMap((p, i) => {
+        const result = results[i];
+        return result !== undefined && !(result instanceof Error) && result.code === "NOT_LOADED" ? [i] : [];
+      });
       if (missing.length === 0) break;
       try {
         await this.counters.loadMany(
@@ -168,17 +175,17 @@ export class Meter {
             };
           }),
         );
-        const again = await this.fastPath.applyMany(missing.map((i) => pending[i]!.req));
-        missing.forEach((i, at) => (results[i] = again[at]));
       } catch {
         break; // each event then retries on its own, and reports its own error
       }
+      const again = await this.fastPath.applyMany(missing.map((i) => pending[i]!.req)).catch((error: unknown) => unsure(missing.map((i) => pending[i]!), error));
+      missing.forEach((i, at) => (results[i] = again[at]));
     }
     return results;
   }
 
   /** Validates and prices one Track; a TrackOutcome when it is decided without the fast path. */
-  private prepareTrack(input: TrackInput, caller: Caller): Prepared | TrackOutcome {
+  private prepareTrack(input: TrackInput, caller: Caller, now = this.clock(), shared?: Map<string, Terms | null>): Prepared | TrackOutcome {
     checkCustomerId(input.customerId);
     const feature = this.featureOf(input.featureKey);
     const amount = amountToUnits(input.amount, feature.precision);
@@ -188,12 +195,18 @@ export class Meter {
     }
     checkIdempotencyKey(input.idempotencyKey);
     checkProperties(input.properties);
-    const now = this.clock();
     const at = input.timestamp ?? now;
     if (input.timestamp) checkTimestamp(input.timestamp, now, this.window);
 
     const customer = this.catalog.customer(input.customerId);
-    const terms = this.termsAt(customer, feature, at);
+    let terms: Terms | null | undefined;
+    if (shared && !input.timestamp) {
+      const pair = `${customer.id.length}:${customer.id}${feature.key}`;
+      terms = shared.get(pair);
+      if (terms === undefined) shared.set(pair, (terms = this.termsAt(customer, feature, at)));
+    } else {
+      terms = this.termsAt(customer, feature, at);
+    }
     const kind: EventKind = amount.units < 0 ? "adjustment" : "track";
     const fingerprint = fingerprintOf([kind, feature.key, amount.units, input.timestamp?.getTime() ?? null, input.properties]);
     if (!terms) return this.notEntitled(feature, at, customer);
@@ -376,7 +389,7 @@ export class Meter {
           continue;
         }
         case "DUPLICATE":
-          return decodeResult(result.result, p.terms);
+          return duplicateOf(result.original, p.terms);
         case "KEY_CONFLICT":
           throw keyConflict(p.row.idempotencyKey ?? "");
         case "EXPECTED_MISMATCH": {
@@ -431,7 +444,7 @@ export class Meter {
       failure = error;
     }
     const results = new Array<TrackOutcome | Error>(items.length);
-    const settle: Array<{ customerId: string; dedupeKey: string; result: string }> = [];
+    const settle: SettleItem[] = [];
     const unsure: number[] = [];
     items.forEach(([p], i) => {
       const outcome = appended?.[i];
@@ -439,7 +452,7 @@ export class Meter {
       // while this commit was slow): counted once, in the ledger and in the counter.
       if (outcome !== undefined && (outcome.inserted || outcome.existing.id === p.req.eventId)) {
         results[i] = answers[i]!;
-        settle.push({ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, result: answers[i]!.settledResult() });
+        settle.push({ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, ref: items[i]![1].ref });
       } else {
         unsure.push(i);
       }
@@ -454,7 +467,7 @@ export class Meter {
         try {
           const outcome = appended?.[i] ?? (await this.afterFailedAppend(p, applied, failure));
           if (outcome.inserted || outcome.existing.id === p.req.eventId) {
-            this.settleLater([{ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, result: answers[i]!.settledResult() }]);
+            this.settleLater([{ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, ref: applied.ref }]);
             results[i] = answers[i]!;
             return;
           }
@@ -472,7 +485,7 @@ export class Meter {
   }
 
   /** Settles committed events off the reply path; drain() waits for those still in flight. */
-  private settleLater(items: Array<{ customerId: string; dedupeKey: string; result: string }>): void {
+  private settleLater(items: SettleItem[]): void {
     const settling = this.fastPath
       .settleMany(items)
       .catch((error: unknown) => {
@@ -581,6 +594,16 @@ export class Meter {
 
 }
 
+/**
+ * The results of an apply call that failed: whether Redis ran it is unknown. An event with an
+ * idempotency key is safely tried again (undefined: its key tells a retry from a new event); one without
+ * fails, since trying it again could count it twice. If it was applied, the sweeper commits it.
+ */
+function unsure(pending: readonly Prepared[], error: unknown): Array<MeterError | undefined> {
+  const failed = error instanceof MeterError ? error : fastPathUnavailable(error);
+  return pending.map((p) => (p.row.idempotencyKey === null ? failed : undefined));
+}
+
 function keyConflict(key: string): MeterError {
   return new MeterError(
     Code.AlreadyExists,
@@ -620,17 +643,5 @@ class AppliedOutcome implements TrackOutcome {
     });
     this.thresholdsCrossed = terms ? thresholdsCrossed(terms, applied.before, applied.after) : [];
     this.delta = terms ? unitsToNumber(applied.delta, terms.feature.precision) : 0;
-  }
-
-  /** What the fast path keeps for a retry of the key (see records.ts). */
-  settledResult(): string {
-    return encodeResult({
-      eventId: this.eventId,
-      consumed: this.#consumed,
-      wallet: this.#walletAfter,
-      charged: this.#charged,
-      thresholdsCrossed: this.thresholdsCrossed,
-      delta: this.delta,
-    });
   }
 }

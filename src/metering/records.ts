@@ -1,12 +1,13 @@
 // What the metering rules keep in the fast path for each event, in compact forms: the outbox row (what
-// the ledger needs to commit an applied event, should its process die first), the settled result (what
-// a retry of the key is answered), and the fingerprint that tells a retry from a reuse of its key.
-// Positional JSON arrays, led by a format number; the object forms that meterd 0.1 wrote are still read.
+// the ledger needs to commit an applied event, should its process die first), the answer a retry of the
+// key gets, and the fingerprint that tells a retry from a reuse of its key. Positional JSON arrays, led by
+// a format number; the forms that earlier versions wrote are still read.
 import { hash } from "node:crypto";
-import type { CounterRef } from "../fastpath/fastpath.js";
+import type { CounterRef, Original } from "../fastpath/fastpath.js";
+import { unitsToNumber } from "./decimal.js";
 import type { EventKind } from "../ledger/ledger.js";
 import type { TrackOutcome } from "./types.js";
-import { snapshot, type Terms, walletOnly } from "./usage.js";
+import { snapshot, type Terms, thresholdsCrossed, walletOnly } from "./usage.js";
 
 /** An applied event's ledger row but for its amounts, which the fast path holds. */
 export interface OutboxRecord {
@@ -24,7 +25,6 @@ export interface OutboxRecord {
 }
 
 const OUTBOX_FORMAT = 2;
-const RESULT_FORMAT = 2;
 
 export function encodeOutbox(r: OutboxRecord): string {
   return JSON.stringify([
@@ -68,15 +68,27 @@ export function decodeOutbox(text: string): OutboxRecord {
   };
 }
 
-/** What a committed event's retry is answered: the numbers, from which the usage block is rebuilt. */
-export function encodeResult(o: { eventId: string; consumed: number; wallet: number | null; charged: number; thresholdsCrossed: number[]; delta: number }): string {
-  return JSON.stringify([RESULT_FORMAT, o.eventId, o.consumed, o.wallet, o.charged, o.thresholdsCrossed, o.delta]);
+/**
+ * The original answer to a retried key, as a duplicate, from what the fast path kept; `terms` are the
+ * retry's (null: a top-up). A string is a result stored by meterd before 0.2.
+ */
+export function duplicateOf(original: Original | string, terms: Terms | null): TrackOutcome {
+  if (typeof original === "string") return decodeResult(original, terms);
+  const consumed = original.counted ? original.after : 0;
+  return {
+    eventId: original.eventId,
+    allowed: true,
+    denyReason: null,
+    duplicate: true,
+    usage: terms ? snapshot(terms, consumed, original.walletAfter, -original.walletDelta) : walletOnly(original.walletAfter),
+    thresholdsCrossed: terms ? thresholdsCrossed(terms, original.before, original.after) : [],
+    delta: terms ? unitsToNumber(original.delta, terms.feature.precision) : 0,
+  };
 }
 
-/** The original answer to a retried key, as a duplicate; `terms` are the retry's (null: a top-up). */
-export function decodeResult(text: string, terms: Terms | null): TrackOutcome {
+/** A result stored by meterd before 0.2: a positional array, or (0.1) the whole answer. */
+function decodeResult(text: string, terms: Terms | null): TrackOutcome {
   const parsed: unknown = JSON.parse(text);
-  // meterd 0.1 stored the whole answer.
   if (!Array.isArray(parsed)) return { ...(parsed as TrackOutcome), duplicate: true };
   const [, eventId, consumed, wallet, charged, thresholds, delta] = parsed as [number, string, number, number | null, number, number[], number];
   return {

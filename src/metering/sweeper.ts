@@ -1,22 +1,18 @@
 // The outbox sweeper: commits events that the fast path applied but whose process died before their
 // commit. Any replica may run it; the ledger keeps one row per event either way.
 import type { Catalog } from "../catalog/catalog.js";
-import type { CounterRef, FastPath } from "../fastpath/fastpath.js";
+import type { FastPath, SettleItem } from "../fastpath/fastpath.js";
 import type { Ledger, LedgerEvent } from "../ledger/ledger.js";
 import type { UsageChanges } from "./changes.js";
-import type { Counters } from "./counters.js";
-import { unitsToDecimal, unitsToNumber } from "./decimal.js";
-import { decodeOutbox, encodeResult, type OutboxRecord } from "./records.js";
-import { CREDIT_PRECISION, type Terms } from "./usage.js";
+import { unitsToDecimal } from "./decimal.js";
+import { decodeOutbox } from "./records.js";
+import { CREDIT_PRECISION } from "./usage.js";
 
 export interface SweeperDeps {
   catalog: Catalog;
   fastPath: FastPath;
   ledger: Ledger;
   changes: UsageChanges;
-  counters: Counters;
-  /** The customer's terms for a feature at an instant (Meter.termsAt). */
-  termsAt: (customerId: string, featureKey: string, at: Date) => Terms | null;
 }
 
 export class OutboxSweeper {
@@ -41,23 +37,13 @@ export class OutboxSweeper {
       credits: unitsToDecimal(stale[i]!.walletDelta, CREDIT_PRECISION),
     }));
     const outcomes = await ledger.append(events);
-    let settled = 0;
+    const settle: SettleItem[] = [];
     for (const [i, outcome] of outcomes.entries()) {
       const s = stale[i]!;
       const r = records[i]!;
       if (outcome.inserted || outcome.existing.id === s.eventId) {
-        const [consumed, wallet] = await this.countersNow(r);
-        const result = encodeResult({
-          eventId: s.eventId,
-          consumed,
-          wallet,
-          charged: -s.walletDelta,
-          thresholdsCrossed: [],
-          delta: unitsToNumber(s.delta, r.precision),
-        });
-        await fastPath.settle(s.customerId, s.dedupeKey, result);
+        settle.push({ customerId: s.customerId, dedupeKey: s.dedupeKey, ref: s.ref });
         changes.notify(s.customerId, r.featureKey);
-        settled++;
       } else {
         // Another event holds the key in the ledger: this one was never answered ALLOWED, so undo it.
         await fastPath.revert(
@@ -77,14 +63,9 @@ export class OutboxSweeper {
         );
       }
     }
+    // A retry of a settled key is answered with what its event was answered when applied.
+    await fastPath.settleMany(settle);
+    const settled = settle.length;
     return settled;
-  }
-
-  /** The swept event's counter and wallet as they are now: what a retry of its key is answered. */
-  private async countersNow(r: OutboxRecord): Promise<[number, number | null]> {
-    const terms = r.featureKey === null ? null : this.deps.termsAt(r.customerId, r.featureKey, r.occurredAt);
-    if (!terms) return [0, r.featureKey === null ? await this.deps.counters.wallet(r.customerId) : null];
-    const [consumed, wallet] = await this.deps.counters.read(r.customerId, [terms], terms.feature.creditCost !== null);
-    return [consumed[0] ?? 0, wallet];
   }
 }

@@ -61,6 +61,10 @@ export function checkProperties(properties: Record<string, string>, field = "pro
   }
   for (const [key, value] of entries) {
     // JSON.stringify escapes controls, and writes an unpaired surrogate as \uXXXX: the name is printable.
+    // Named only when a rule fails: this runs for every property of every event.
+    const ok = key !== "" && key.length <= MAX_PROPERTY_KEY && !CONTROL.test(key) && !LONE_SURROGATE.test(key) &&
+      value.length <= MAX_PROPERTY_VALUE && !value.includes("\u0000") && !LONE_SURROGATE.test(value);
+    if (ok) continue;
     const entry = `${field}[${JSON.stringify(key)}]`;
     if (key === "" || key.length > MAX_PROPERTY_KEY) {
       throw invalid(entry, `key must be 1 to ${MAX_PROPERTY_KEY} characters`, "PROPERTY_KEY_INVALID");

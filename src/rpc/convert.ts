@@ -55,22 +55,23 @@ export function trackOutcomeToMsg(o: TrackOutcome, withUsage = true): MessageIni
 
 /**
  * The latest usage per distinct (customer, feature) of a batch: `add` each tracked event in request
- * order; `toMsg` converts each pair's last usage once, in the order the pairs first appeared.
+ * order; `toMsg` converts each pair's last usage once, in the order the pairs first appeared. Only that
+ * last outcome's usage is read: an answer builds its usage block when asked (see Meter).
  */
 export class CustomerUsages {
-  private readonly byPair = new Map<string, { customerId: string; usage: UsageSnapshot }>();
+  private readonly byPair = new Map<string, { customerId: string; outcome: TrackOutcome }>();
 
-  add(customerId: string, usage: UsageSnapshot): void {
+  add(customerId: string, featureKey: string, outcome: TrackOutcome): void {
     // Length-prefixed, so that no customer id or feature key can make two pairs collide.
-    const key = `${customerId.length}:${customerId}${usage.featureKey}`;
+    const key = `${customerId.length}:${customerId}${featureKey}`;
     const entry = this.byPair.get(key);
-    if (entry) entry.usage = usage;
-    else this.byPair.set(key, { customerId, usage });
+    if (entry) entry.outcome = outcome;
+    else this.byPair.set(key, { customerId, outcome });
   }
 
   toMsg(): Array<MessageInitShape<typeof CustomerUsageSchema>> {
     const out: Array<MessageInitShape<typeof CustomerUsageSchema>> = [];
-    for (const { customerId, usage } of this.byPair.values()) out.push({ customerId, usage: usageToMsg(usage) });
+    for (const { customerId, outcome } of this.byPair.values()) out.push({ customerId, usage: usageToMsg(outcome.usage) });
     return out;
   }
 }

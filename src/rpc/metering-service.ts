@@ -46,7 +46,7 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       if (c instanceof MeterError) return { outcome: { case: "error" as const, value: c.under(`events[${i}]`).toEventError() } };
       const o = tracked[next++]!;
       if (!(o instanceof Error)) {
-        usages.add(c.customerId, o.usage);
+        usages.add(c.customerId, c.featureKey, o);
         return { outcome: { case: "tracked" as const, value: trackOutcomeToMsg(o, includeEventUsage) } };
       }
       if (o instanceof MeterError) return { outcome: { case: "error" as const, value: o.under(`events[${i}]`).toEventError() } };

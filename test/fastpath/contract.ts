@@ -1,4 +1,4 @@
-// One contract for every FastPath implementation (in-process memory now, Redis later). Each test gets
+// One contract for every FastPath implementation (in-process memory and Redis). Each test gets
 // a new instance from make() and uses its own customer ids, so that an implementation backed by a
 // shared server (Redis) can run it too.
 import { randomUUID } from "node:crypto";
@@ -58,10 +58,23 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
       return (await fp.read([], of)).wallet;
     }
 
-    async function applied(req: ApplyRequest): Promise<Extract<ApplyResult, { code: "APPLIED" }>> {
+    type Applied = Extract<ApplyResult, { code: "APPLIED" }>;
+
+    async function applied(req: ApplyRequest): Promise<Applied> {
       const result = await fp.apply(req);
       if (result.code !== "APPLIED") throw new Error(`expected APPLIED, got ${JSON.stringify(result)}`);
       return result;
+    }
+
+    /** What the ledger commit is followed by: the event leaves the outbox. */
+    function settle(req: ApplyRequest, result: Applied): Promise<void> {
+      return fp.settleMany([{ customerId: req.customerId, dedupeKey: req.dedupeKey, ref: result.ref }]);
+    }
+
+    /** The DUPLICATE a retry of a settled event gets: what the event was answered. */
+    function duplicateOf(req: ApplyRequest, result: Applied): ApplyResult {
+      const { before, after, delta, walletAfter } = result;
+      return { code: "DUPLICATE", original: { eventId: req.eventId, before, after, delta, walletAfter, walletDelta: req.walletDelta, counted: req.counter !== null } };
     }
 
     describe("loading", () => {
@@ -287,26 +300,38 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
         const stale = (await fp.staleEvents(5, 100)).filter((s) => s.customerId === customer);
         expect(stale.map((s) => s.eventId).sort()).toEqual([settled.eventId, reverted.eventId].sort());
         const entry = stale.find((s) => s.eventId === settled.eventId);
-        expect(entry).toEqual({ customerId: customer, dedupeKey: "out-1", eventId: settled.eventId, delta: 2, walletDelta: -5, record: settled.record });
-        await fp.settle(customer, "out-1", "{}");
+        expect(entry).toEqual({ ref: first.ref, customerId: customer, dedupeKey: "out-1", eventId: settled.eventId, delta: 2, walletDelta: -5, record: settled.record });
+        await settle(settled, first);
         await fp.revert(reverted, second);
         expect((await fp.staleEvents(0, 100)).filter((s) => s.customerId === customer)).toEqual([]);
         expect(first.after).toBe(2);
       });
 
-      it("settleMany settles each event: no longer stale, and replays get their own result", async () => {
+      it("settleMany settles each event: no longer stale, and replays get their own answer", async () => {
         const a = add(1, { dedupeKey: "sm-a" });
-        const b = add(2, { dedupeKey: "sm-b" });
-        await applied(a);
-        await applied(b);
+        const b = add(2, { dedupeKey: "sm-b", walletDelta: -3 });
+        const [ra, rb] = (await fp.applyMany([a, b])) as [Applied, Applied];
         await fp.settleMany([
-          { customerId: customer, dedupeKey: "sm-a", result: '{"a":1}' },
-          { customerId: customer, dedupeKey: "sm-b", result: '{"b":2}' },
+          { customerId: customer, dedupeKey: "sm-a", ref: ra.ref },
+          { customerId: customer, dedupeKey: "sm-b", ref: rb.ref },
         ]);
         expect((await fp.staleEvents(0, 100)).filter((s) => s.customerId === customer)).toEqual([]);
-        expect(await fp.apply({ ...a, eventId: `evt_${randomUUID()}` })).toEqual({ code: "DUPLICATE", result: '{"a":1}' });
-        expect(await fp.apply({ ...b, eventId: `evt_${randomUUID()}` })).toEqual({ code: "DUPLICATE", result: '{"b":2}' });
+        expect(await fp.apply({ ...a, eventId: `evt_${randomUUID()}` })).toEqual(duplicateOf(a, ra));
+        expect(await fp.apply({ ...b, eventId: `evt_${randomUUID()}` })).toEqual(duplicateOf(b, rb));
         expect(await counterValue()).toBe(3);
+        expect(await walletValue()).toBe(97);
+      });
+
+      it("an event of a batch settled alone leaves the others pending", async () => {
+        const a = add(1, { dedupeKey: "part-a" });
+        const b = add(1, { dedupeKey: "part-b" });
+        const [ra, rb] = (await fp.applyMany([a, b])) as [Applied, Applied];
+        await settle(a, ra);
+        expect((await fp.staleEvents(0, 100)).filter((s) => s.customerId === customer).map((s) => s.eventId)).toEqual([b.eventId]);
+        expect(await fp.apply({ ...b, eventId: `evt_${randomUUID()}` })).toEqual({ code: "PENDING" });
+        await settle(b, rb);
+        expect((await fp.staleEvents(0, 100)).filter((s) => s.customerId === customer)).toEqual([]);
+        expect(await fp.apply({ ...b, eventId: `evt_${randomUUID()}` })).toEqual(duplicateOf(b, rb));
       });
 
       it("returns at most `max` stale events", async () => {
@@ -331,23 +356,24 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
         expect(await counterValue()).toBe(3);
         // A retry carries a new event id but the same key and payload.
         expect(await fp.apply({ ...req, eventId: `evt_${randomUUID()}` })).toEqual({ code: "PENDING" });
-        await fp.settle(customer, "order-1", '{"stored":1}');
-        expect(await fp.apply(req)).toEqual({ code: "DUPLICATE", result: '{"stored":1}' });
-        expect(await fp.apply({ ...req, eventId: `evt_${randomUUID()}` })).toEqual({ code: "DUPLICATE", result: '{"stored":1}' });
+        await settle(req, first);
+        expect(await fp.apply(req)).toEqual(duplicateOf(req, first));
+        expect(await fp.apply({ ...req, eventId: `evt_${randomUUID()}` })).toEqual(duplicateOf(req, first));
         expect(await counterValue()).toBe(3);
       });
 
       it("a duplicate is answered even when the limit is now reached", async () => {
         const req = add(5, { dedupeKey: "k", limit: 5 });
-        await applied(req);
-        await fp.settle(customer, "k", "r");
-        expect(await fp.apply(req)).toEqual({ code: "DUPLICATE", result: "r" });
+        const first = await applied(req);
+        await settle(req, first);
+        expect(await fp.apply(req)).toEqual(duplicateOf(req, first));
       });
 
       it("the same key with another fingerprint is KEY_CONFLICT, pending or settled, and changes nothing", async () => {
-        await applied(add(3, { dedupeKey: "k" }));
+        const req = add(3, { dedupeKey: "k" });
+        const first = await applied(req);
         expect(await fp.apply(add(4, { dedupeKey: "k" }))).toEqual({ code: "KEY_CONFLICT" });
-        await fp.settle(customer, "k", "r");
+        await settle(req, first);
         expect(await fp.apply(add(4, { dedupeKey: "k" }))).toEqual({ code: "KEY_CONFLICT" });
         expect(await fp.apply(set(9, null, { dedupeKey: "k" }))).toEqual({ code: "KEY_CONFLICT" });
         expect(await counterValue()).toBe(3);
@@ -392,13 +418,25 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
         expect(await counterValue()).toBe(11);
       });
 
-      it("revert of a settled key forgets it too", async () => {
+      it("revert of a settled event changes nothing: the ledger holds it", async () => {
         const req = wallet(25, { dedupeKey: "topup-1" });
         const result = await applied(req);
-        await fp.settle(customer, "topup-1", "r");
+        await settle(req, result);
         await fp.revert(req, result);
-        expect(await walletValue()).toBe(100);
-        expect((await fp.apply(req)).code).toBe("APPLIED");
+        expect(await walletValue()).toBe(125);
+        expect(await fp.apply({ ...req, eventId: `evt_${randomUUID()}` })).toEqual(duplicateOf(req, result));
+      });
+
+      it("revert of one event of a batch leaves the others pending", async () => {
+        const a = add(2, { dedupeKey: "rb-a" });
+        const b = add(3, { dedupeKey: "rb-b" });
+        const [ra, rb] = (await fp.applyMany([a, b])) as [Applied, Applied];
+        await fp.revert(a, ra);
+        expect(await counterValue()).toBe(3);
+        expect((await fp.staleEvents(0, 100)).filter((s) => s.customerId === customer).map((s) => s.eventId)).toEqual([b.eventId]);
+        expect(await fp.apply({ ...a, eventId: `evt_${randomUUID()}` })).toMatchObject({ code: "APPLIED", after: 5 });
+        await settle(b, rb);
+        expect(await fp.apply({ ...b, eventId: `evt_${randomUUID()}` })).toEqual(duplicateOf(b, rb));
       });
     });
 
@@ -420,16 +458,17 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
 
       it("resolves at once for an unknown or settled key", async () => {
         expect(await settledWithin(fp.waitSettled(customer, "unknown", 10_000), 1000)).toBe(true);
-        await applied(add(1, { dedupeKey: "done" }));
-        await fp.settle(customer, "done", "r");
+        const req = add(1, { dedupeKey: "done" });
+        await settle(req, await applied(req));
         expect(await settledWithin(fp.waitSettled(customer, "done", 10_000), 1000)).toBe(true);
       });
 
       it("resolves when the pending key is settled", async () => {
-        await applied(add(1, { dedupeKey: "w" }));
+        const req = add(1, { dedupeKey: "w" });
+        const result = await applied(req);
         const waiting = fp.waitSettled(customer, "w", 10_000);
         expect(await settledWithin(waiting, 100)).toBe(false);
-        await fp.settle(customer, "w", "r");
+        await settle(req, result);
         expect(await settledWithin(waiting, 2000)).toBe(true);
       });
 

@@ -1,4 +1,5 @@
--- The decision of one usage event (dedupe, load, delta, range, limit, credits, then the writes): shared by apply.lua and apply-many.lua.
+-- The decision of one usage event (dedupe, load, delta, range, limit, credits, then the writes), and the
+-- call's outbox entry (see batch.lua): used by apply-many.lua.
 -- Lua numbers are doubles: every integer up to 2^53 is exact, and a sum that leaves that range still
 -- compares above MAX, because rounding is monotonic and 2^53 itself is representable.
 local MAX = 9007199254740991
@@ -8,11 +9,13 @@ local function int(n)
   return string.format("%d", n)
 end
 
--- One script call's view of the keyspace: markers, counters and wallets are read once and written once at
--- the end (flush), and outbox entries are added in one ZADD per outbox, however many events touch them.
-local function newCache()
+-- One script call's view of the keyspace: markers, counters and wallets are read once and written once
+-- at the end (flush). The events it applies are listed in one outbox entry for the whole call (its batch),
+-- named in the outbox of every customer that has an event in it.
+local function newCache(batchKey)
   local now = redis.call("TIME")
-  return { values = {}, dirty = {}, order = {}, outboxes = {}, outboxOrder = {},
+  return { values = {}, dirty = {}, order = {}, batchKey = batchKey, applied = {}, appliedIndexes = {}, outboxes = {},
+    outboxOrder = {},
     now = now[1] * 1000 + math.floor(now[2] / 1000) }
 end
 
@@ -33,25 +36,28 @@ local function cset(cache, key, value)
   end
 end
 
-local function flush(cache)
+-- Writes the checked totals, then the batch entry with its rows, if anything was applied. `replies` is
+-- the call's answer, kept with the entry so that a resent call (a lost reply) is answered the same.
+local function flush(cache, rows, replies)
   -- SET of the checked totals (not INCRBY of the deltas) stores exactly the values returned; KEEPTTL keeps
   -- any expiry a counter was given.
   for _, key in ipairs(cache.order) do redis.call("SET", key, cache.values[key], "KEEPTTL") end
-  for _, outboxKey in ipairs(cache.outboxOrder) do
-    local members = cache.outboxes[outboxKey]
-    for i = 1, #members, 1000 do
-      redis.call("ZADD", outboxKey, unpack(members, i, math.min(i + 999, #members)))
-    end
-  end
+  if #cache.applied == 0 then return end
+  -- A tombstone expires: the batch written over it must not.
+  if cache.tombstone then redis.call("DEL", cache.batchKey) end
+  redis.call("HSET", cache.batchKey, "r", rows, "p", "\n" .. table.concat(cache.applied, "\n") .. "\n",
+    "n", #cache.applied, "m", 0, "a", replies, "o", table.concat(cache.outboxOrder, "\n"))
+  for _, outboxKey in ipairs(cache.outboxOrder) do redis.call("ZADD", outboxKey, cache.now, cache.batchKey) end
 end
 
--- keys: record, counter (the wallet key again when the event has no counter), wallet, outbox, marker.
--- args: eventId, fingerprint, op ("add": amount = units; "set": amount = target), amount, expected ("" for
--- any), limit ("" for none), walletDelta, walletMayGoNegative ("1"/"0"), usesCounter ("1"/"0"), recordTtl,
--- row (what the ledger needs to commit the event, kept until settled).
+-- keys: record (false for an event without an idempotency key), counter (the wallet key again when the
+-- event has no counter), wallet, outbox, marker.
+-- args: index (the event's place in the call, from 1), eventId, fingerprint, op ("add": amount = units;
+-- "set": amount = target), amount, expected ("" for any), limit ("" for none), walletDelta,
+-- walletMayGoNegative ("1"/"0"), usesCounter ("1"/"0"), recordTtl.
 local function applyOne(cache, recordKey, counterKey, walletKey, outboxKey, markerKey,
-                        eventId, fingerprint, op, amountArg, expectedArg, limitArg, walletDeltaArg,
-                        walletMayGoNegativeArg, usesCounterArg, recordTtl, row)
+                        index, eventId, fingerprint, op, amountArg, expectedArg, limitArg, walletDeltaArg,
+                        walletMayGoNegativeArg, usesCounterArg, recordTtl)
   local amount = tonumber(amountArg)
   local expected = tonumber(expectedArg)
   local limit = tonumber(limitArg)
@@ -63,20 +69,9 @@ local function applyOne(cache, recordKey, counterKey, walletKey, outboxKey, mark
     return redis.error_reply("ERR meterd apply: unknown op " .. tostring(op))
   end
 
-  local record = readRecord(recordKey)
-  if record then
-    local state, fp, eid, rest = splitRecord(record)
-    if fp ~= fingerprint then return {"KEY_CONFLICT"} end
-    if state == "S" then
-      local _, _, _, result = splitSettled(rest)
-      return {"DUPLICATE", result}
-    end
-    -- The same event again: a client resent this command after losing the reply. Answer as before.
-    if eid == eventId then
-      local before, after, delta, walletAfter = splitPending(rest)
-      return {"APPLIED", before, after, delta, walletAfter ~= "" and walletAfter or false}
-    end
-    return {"PENDING"}
+  if recordKey then
+    local seen = keyReply(recordKey, fingerprint, eventId, cache)
+    if seen then return seen end
   end
 
   -- A customer without the marker is new, or Redis lost its data: nothing of theirs may be trusted or loaded
@@ -120,17 +115,20 @@ local function applyOne(cache, recordKey, counterKey, walletKey, outboxKey, mark
   if usesWallet then cset(cache, walletKey, int(walletAfter)) end
   local before, afterText, deltaText = int(consumed), int(after), int(delta)
   local walletAfterText = usesWallet and int(walletAfter) or ""
-  -- The record expires after recordTtl: a leak guard while pending (settle or revert ends it long before),
-  -- then the window in which Redis alone answers a retry.
-  redis.call("SET", recordKey, table.concat({"P", fingerprint, eventId, before, afterText, deltaText, walletAfterText,
-    int(walletDelta), usesCounter and counterKey or "", row}, "\t"), "EX", recordTtl)
-  local members = cache.outboxes[outboxKey]
-  if not members then
-    members = {}
-    cache.outboxes[outboxKey] = members
+  local walletDeltaText = int(walletDelta)
+  local counterFlag = usesCounter and "1" or "0"
+  -- The record answers a retry of the key: pending while its batch lists the event, then settled. It
+  -- expires after recordTtl, the window in which Redis alone answers a retry (the ledger's key after).
+  if recordKey then
+    redis.call("SET", recordKey, table.concat({"B", fingerprint, eventId, cache.batchKey, index, before, afterText,
+      deltaText, walletAfterText, walletDeltaText, counterFlag}, "\t"), "EX", recordTtl)
+  end
+  cache.appliedIndexes[tostring(index)] = true
+  cache.applied[#cache.applied + 1] = table.concat({index, deltaText, walletDeltaText, counterFlag,
+    recordKey or walletKey, eventId}, "\t")
+  if not cache.outboxes[outboxKey] then
+    cache.outboxes[outboxKey] = true
     cache.outboxOrder[#cache.outboxOrder + 1] = outboxKey
   end
-  members[#members + 1] = cache.now
-  members[#members + 1] = recordKey
   return {"APPLIED", before, afterText, deltaText, usesWallet and walletAfterText or false}
 end

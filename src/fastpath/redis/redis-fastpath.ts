@@ -1,9 +1,9 @@
-// The Redis fast path: the same behaviour as MemoryFastPath, with each decision made by one Lua script
-// (./apply.lua) in one atomic step. All keys of one customer share the Cluster hash tag {c:<customer>},
-// so every script call touches one slot, and every key is passed to the scripts through KEYS.
+// The Redis fast path: the same behaviour as MemoryFastPath, with the decisions of a call made by one Lua
+// script (./apply-many.lua) in one atomic step. All keys of one customer share the Cluster hash tag
+// {c:<customer>}, and every key is passed to the scripts through KEYS.
 import type { ChainableCommander, Redis } from "ioredis";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Readings, StaleEvent } from "../fastpath.js";
-import { type ParsedRecord, parseRecord, staleEventOf } from "./record.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, PendingRef, Readings, SettleItem, StaleEvent } from "../fastpath.js";
+import { type ParsedRecord, parseRecord } from "./record.js";
 import { type ApplyReply, defineMeterdCommands, type Flag } from "./scripts.js";
 
 export interface RedisFastPathOptions {
@@ -18,6 +18,13 @@ export interface RedisFastPathOptions {
 export const DEFAULT_PREFIX = "meterd:";
 export const DEFAULT_SETTLED_TTL_SECONDS = 7 * 24 * 3600;
 
+/**
+ * How long a completed batch is remembered, so that an apply call resent after its batch was settled is
+ * refused instead of applied twice. ioredis resends a call only across its reconnects (at most
+ * maxRetriesPerRequest of them, a second apart): a minute is far beyond that.
+ */
+const TOMBSTONE_TTL_SECONDS = "60";
+
 /** waitSettled polls the record at this interval, doubling up to the maximum. */
 const POLL_FIRST_MS = 5;
 const POLL_MAX_MS = 100;
@@ -28,9 +35,12 @@ const POLL_MAX_MS = 100;
  *
  *   <prefix>{c:<customer>}:u:<feature>:<period>   usage counter (integer string)
  *   <prefix>{c:<customer>}:w                      credit wallet (integer string)
- *   <prefix>{c:<customer>}:k:<dedupe key>         idempotency record (one string, see record.lua: pending
- *                                                 with its deltas and outbox row, then settled with its result)
- *   <prefix>{c:<customer>}:o                      outbox: pending record keys, scored by apply time (ms)
+ *   <prefix>{c:<customer>}:k:<idempotency key>    idempotency record (one string, see record.lua): what
+ *                                                 the event was answered, and its batch
+ *   <prefix>{c:<customer>}:b:<event id>           batch: the outbox entry of one apply call, named by its
+ *                                                 first event, in its first customer's slot (apply-many.lua)
+ *   <prefix>{c:<customer>}:o                      outbox: the pending batches with an event of the
+ *                                                 customer, scored by apply time (ms)
  *   <prefix>{c:<customer>}:m                      marker: "live", or "rebuild:<ms>" while counters may not load
  */
 export class RedisKeyspace {
@@ -74,6 +84,20 @@ export class RedisKeyspace {
     return `${this.customer(customerId)}:k:${encodeURIComponent(dedupeKey)}`;
   }
 
+  batch(customerId: string, eventId: string): string {
+    return `${this.customer(customerId)}:b:${encodeURIComponent(eventId)}`;
+  }
+
+  isBatch(key: string): boolean {
+    return key.startsWith(`${this.prefix}{c:`) && key.includes("}:b:");
+  }
+
+  /** The customer of a wallet key of this keyspace; null for any other key. */
+  parseWallet(key: string): string | null {
+    if (!key.startsWith(`${this.prefix}{c:`) || !key.endsWith("}:w")) return null;
+    return decodeURIComponent(key.slice(this.prefix.length + 3, -3));
+  }
+
   /** The customer and dedupe key of a record key of this keyspace; null for any other key. */
   parseRecord(key: string): { customerId: string; dedupeKey: string } | null {
     if (!key.startsWith(`${this.prefix}{c:`)) return null;
@@ -103,20 +127,24 @@ export class RedisFastPath implements FastPath {
   }
 
   async apply(req: ApplyRequest): Promise<ApplyResult> {
-    const args = this.applyArgs(req);
-    return decodeApply(await this.redis.meterdApply(...args));
+    const [result] = await this.applyMany([req]);
+    return result!;
   }
 
   /**
-   * Applies a batch in one round trip and one script call (apply-many.lua decides every event in order,
-   * in one atomic step), grouped by customer so that each customer's marker, wallet and outbox keys are
-   * passed once. Results come back in request order.
+   * Applies a call's events in one round trip and one script call (apply-many.lua decides every event in
+   * order, in one atomic step), grouped by customer so that each customer's marker, wallet and outbox
+   * keys are passed once. The events applied share one outbox entry, the batch, which holds their rows.
+   * Results come back in request order.
    */
   async applyMany(reqs: ApplyRequest[]): Promise<ApplyResult[]> {
     if (reqs.length === 0) return [];
     const groups = groupIndexes(reqs, (req) => req.customerId);
-    const keys: string[] = [];
-    const args: string[] = [this.settledTtl];
+    const head = reqs[groups[0]![0]!]!;
+    const batchKey = this.keys.batch(head.customerId, head.eventId);
+    const keys: string[] = [batchKey];
+    const rows: string[] = [];
+    const args: string[] = [this.settledTtl, ""];
     const order: number[] = [];
     for (const group of groups) {
       const customerId = reqs[group[0]!]!.customerId;
@@ -124,47 +152,53 @@ export class RedisFastPath implements FastPath {
       args.push(String(group.length));
       for (const i of group) {
         const req = reqs[i]!;
-        keys.push(this.keys.record(req.customerId, req.dedupeKey), this.counterKey(req));
-        // One tab-separated string per event; only the row (JSON, last) could hold a tab, and JSON escapes it.
-        args.push(this.eventArgs(req).join("\t"));
+        const counterKey = this.counterKey(req);
+        const keyed = req.dedupeKey !== req.eventId;
+        keys.push(keyed ? this.keys.record(req.customerId, req.dedupeKey) : counterKey, counterKey);
+        args.push(this.eventArgs(req, keyed));
+        if (req.record.includes("\n")) throw new RangeError("an outbox row may not contain a line break");
+        rows.push(req.record);
         order.push(i);
       }
     }
+    args[1] = rows.join("\n");
     const replies = (await this.redis.meterdApplyMany(keys.length, ...keys, ...args)).split("\n");
     if (replies.length !== reqs.length) throw new Error(`meterdApplyMany answered ${replies.length} events for ${reqs.length}`);
     const results = new Array<ApplyResult>(reqs.length);
-    order.forEach((i, at) => (results[i] = decodeApply(lineReply(replies[at]!))));
+    order.forEach((i, at) => (results[i] = decodeApply(lineReply(replies[at]!), batchKey, at + 1)));
     return results;
   }
 
-  /** Settles any number of events in one script call. */
-  async settleMany(items: ReadonlyArray<{ customerId: string; dedupeKey: string; result: string }>): Promise<void> {
-    if (items.length === 0) return;
-    const keys: string[] = [];
-    const args: string[] = [this.settledTtl];
-    for (const { customerId, dedupeKey, result } of items) {
-      keys.push(this.keys.record(customerId, dedupeKey), this.keys.outbox(customerId));
-      args.push(result);
+  /** Marks the events done in their batches, in one script call. */
+  async settleMany(items: ReadonlyArray<SettleItem>): Promise<void> {
+    const batches = new Map<string, string[]>();
+    for (const { ref } of items) {
+      const at = parseRef(ref);
+      if (at === null) continue; // a key recorded before batches: nothing to settle
+      const indexes = batches.get(at.batchKey);
+      if (indexes) indexes.push(at.index);
+      else batches.set(at.batchKey, [at.index]);
     }
-    await this.redis.meterdSettle(keys.length, ...keys, ...args);
+    if (batches.size === 0) return;
+    await this.redis.meterdSettle(batches.size, ...batches.keys(), TOMBSTONE_TTL_SECONDS, ...[...batches.values()].map((ix) => ix.join("\n")));
   }
 
-  async settle(customerId: string, dedupeKey: string, result: string): Promise<void> {
-    await this.settleMany([{ customerId, dedupeKey, result }]);
-  }
-
-  async revert(req: ApplyRequest, _applied: { delta: number }): Promise<void> {
-    // The script undoes the deltas it recorded at apply time, which are the authority here.
-    const [code] = await this.redis.meterdRevert(
-      this.keys.record(req.customerId, req.dedupeKey),
-      this.counterKey(req),
+  async revert(req: ApplyRequest, applied: { delta: number; ref: PendingRef }): Promise<void> {
+    const at = parseRef(applied.ref);
+    if (at === null) return;
+    // The script undoes the deltas its batch recorded at apply time, which are the authority here.
+    const keyed = req.dedupeKey !== req.eventId;
+    const counterKey = this.counterKey(req);
+    await this.redis.meterdRevert(
+      at.batchKey,
+      keyed ? this.keys.record(req.customerId, req.dedupeKey) : counterKey,
+      counterKey,
       this.keys.wallet(req.customerId),
-      this.keys.outbox(req.customerId),
+      at.index,
       req.eventId,
+      flag(keyed),
+      TOMBSTONE_TTL_SECONDS,
     );
-    if (code === "COUNTER_MISMATCH") {
-      throw new Error(`revert of ${req.eventId}: the request names another counter than the one it applied to`);
-    }
   }
 
   /**
@@ -185,18 +219,17 @@ export class RedisFastPath implements FastPath {
       for (const outbox of outboxes) ranges.zrangebyscore(outbox, "-inf", cutoff, "LIMIT", 0, max);
       const found = ((await execPipeline(ranges)) as string[][]).flatMap((keys, i) => keys.map((key) => [outboxes[i]!, key] as const));
       if (found.length === 0) continue;
-      const records = await this.readRecords(found.map(([, recordKey]) => recordKey));
+      // A batch is listed in the outbox of each of its customers: read it once.
+      const batches = [...new Set(found.map(([, member]) => member).filter((member) => this.keys.isBatch(member)))];
+      const entries = await this.readBatches(batches);
       const gone = this.redis.pipeline();
-      records.forEach((record, i) => {
-        const [outbox, recordKey] = found[i]!;
-        const owner = this.keys.parseRecord(recordKey);
-        const event = owner === null ? null : staleEventOf(owner.customerId, owner.dedupeKey, record);
-        if (event === null) {
-          gone.zrem(outbox, recordKey); // settled or gone: not an outbox entry any more
-          return;
-        }
-        if (stale.length < max) stale.push(event);
-      });
+      for (const [outbox, member] of found) {
+        // Completed (a tombstone), or not a batch (an entry of a version before batches): not pending here.
+        if (!entries.has(member)) gone.zrem(outbox, member);
+      }
+      for (const events of entries.values()) {
+        for (const event of events) if (stale.length < max) stale.push(event);
+      }
       if (gone.length > 0) await execPipeline(gone);
       if (stale.length >= max) return stale;
     } while (cursor !== "0");
@@ -204,13 +237,44 @@ export class RedisFastPath implements FastPath {
   }
 
   async pendingEvents(customerId: string): Promise<StaleEvent[]> {
-    const recordKeys = await this.redis.zrange(this.keys.outbox(customerId), "0", "-1");
-    const records = await this.readRecords(recordKeys);
-    return records.flatMap((record, i) => {
-      const owner = this.keys.parseRecord(recordKeys[i]!);
-      const event = owner === null ? null : staleEventOf(owner.customerId, owner.dedupeKey, record);
-      return event === null ? [] : [event];
+    const members = await this.redis.zrange(this.keys.outbox(customerId), "0", "-1");
+    const entries = await this.readBatches(members.filter((member) => this.keys.isBatch(member)));
+    return [...entries.values()].flat().filter((event) => event.customerId === customerId);
+  }
+
+  /** The pending events of each batch that still has some (completed and missing batches are left out). */
+  private async readBatches(batchKeys: string[]): Promise<Map<string, StaleEvent[]>> {
+    const out = new Map<string, StaleEvent[]>();
+    if (batchKeys.length === 0) return out;
+    const reads = this.redis.pipeline();
+    for (const batchKey of batchKeys) reads.hmget(batchKey, "r", "p", "d");
+    const replies = (await execPipeline(reads)) as Array<[string | null, string | null, string | null]>;
+    replies.forEach(([rows, applied, done], b) => {
+      if (rows === null || applied === null) return;
+      const batchKey = batchKeys[b]!;
+      const lines = rows.split("\n");
+      const doneSet = new Set(done === null ? [] : done.split("\n"));
+      const events: StaleEvent[] = [];
+      for (const line of applied.split("\n")) {
+        if (line === "") continue;
+        const [index = "", delta = "", walletDelta = "", , owner = "", eventId = ""] = line.split("\t");
+        if (doneSet.has(index)) continue;
+        const keyed = this.keys.parseRecord(owner);
+        const customerId = keyed?.customerId ?? this.keys.parseWallet(owner);
+        if (customerId === null) continue;
+        events.push({
+          ref: `${batchKey}#${index}`,
+          customerId,
+          dedupeKey: keyed?.dedupeKey ?? eventId,
+          eventId,
+          delta: int(delta),
+          walletDelta: int(walletDelta),
+          record: lines[Number(index) - 1] ?? "",
+        });
+      }
+      if (events.length > 0) out.set(batchKey, events);
     });
+    return out;
   }
 
   async listCounters(customerId: string): Promise<Array<{ counter: CounterRef; units: number }>> {
@@ -315,47 +379,17 @@ export class RedisFastPath implements FastPath {
     return req.counter ? this.keys.counter(req.counter) : this.keys.wallet(req.customerId);
   }
 
-  private applyArgs(req: ApplyRequest): ApplyArgs {
-    const [eventId, fingerprint, op, amount, expected, limit, walletDelta, mayGoNegative, usesCounter, row] = this.eventArgs(req);
-    return [
-      this.keys.record(req.customerId, req.dedupeKey),
-      this.counterKey(req),
-      this.keys.wallet(req.customerId),
-      this.keys.outbox(req.customerId),
-      this.keys.marker(req.customerId),
-      eventId,
-      fingerprint,
-      op as "add" | "set",
-      amount,
-      expected,
-      limit,
-      walletDelta,
-      mayGoNegative as Flag,
-      usesCounter as Flag,
-      this.settledTtl,
-      row,
-    ];
-  }
-
-  /** An event's arguments after its keys, but the record TTL (one per call in apply-many.lua). */
-  private eventArgs(req: ApplyRequest): EventArgs {
+  /** An event's arguments for apply-many.lua, as one tab-separated string. */
+  private eventArgs(req: ApplyRequest, keyed: boolean): string {
     const { op } = req;
-    // Records and batch arguments are tab-separated strings (see record.lua); only the row, last, may hold a tab.
     if (req.eventId.includes("\t") || req.fingerprint.includes("\t")) {
       throw new RangeError("eventId and fingerprint may not contain a tab");
     }
-    return [
-      req.eventId,
-      req.fingerprint,
-      op.kind,
-      op.kind === "add" ? intArg("units", op.units) : intArg("target", op.target),
-      op.kind === "set" && op.expected !== null ? intArg("expected", op.expected) : "",
-      req.limit === null ? "" : intArg("limit", req.limit),
-      intArg("walletDelta", req.walletDelta),
-      flag(req.walletMayGoNegative),
-      flag(req.counter !== null),
-      req.record,
-    ];
+    return `${req.eventId}\t${req.fingerprint}\t${op.kind}\t${op.kind === "add" ? intArg("units", op.units) : intArg("target", op.target)}\t${
+      op.kind === "set" && op.expected !== null ? intArg("expected", op.expected) : ""
+    }\t${req.limit === null ? "" : intArg("limit", req.limit)}\t${intArg("walletDelta", req.walletDelta)}\t${flag(req.walletMayGoNegative)}\t${flag(
+      req.counter !== null,
+    )}\t${flag(keyed)}`;
   }
 
   /** Records in one format whatever wrote them (read-records.lua), in one call. */
@@ -366,14 +400,19 @@ export class RedisFastPath implements FastPath {
   }
 }
 
-type ApplyArgs = Parameters<Redis["meterdApply"]>;
-type EventArgs = [string, string, string, string, string, string, string, string, string, string];
-
-function decodeApply(reply: ApplyReply): ApplyResult {
+function decodeApply(reply: ApplyReply, batchKey: string, index: number): ApplyResult {
   switch (reply[0]) {
     case "APPLIED": {
-      const [, before, after, delta, walletAfter] = reply;
-      return { code: "APPLIED", before: int(before), after: int(after), delta: int(delta), walletAfter: walletAfter === null ? null : int(walletAfter) };
+      const [, before, after, delta, walletAfter, earlierBatch, earlierIndex] = reply;
+      return {
+        code: "APPLIED",
+        before: int(before),
+        after: int(after),
+        delta: int(delta),
+        walletAfter: walletAfter === null ? null : int(walletAfter),
+        // A resent event applied by an earlier call is named by that call's batch.
+        ref: earlierBatch === undefined ? `${batchKey}#${index}` : earlierBatch === "" ? "" : `${earlierBatch}#${earlierIndex}`,
+      };
     }
     case "DENIED_LIMIT":
     case "EXPECTED_MISMATCH":
@@ -381,22 +420,37 @@ function decodeApply(reply: ApplyReply): ApplyResult {
       return { code: reply[0], consumed: int(reply[1]) };
     case "DENIED_CREDITS":
       return { code: "DENIED_CREDITS", consumed: int(reply[1]), wallet: int(reply[2]) };
+    case "SETTLED": {
+      const [, eventId, before, after, delta, walletAfter, walletDelta, counted] = reply;
+      return {
+        code: "DUPLICATE",
+        original: {
+          eventId,
+          before: int(before),
+          after: int(after),
+          delta: int(delta),
+          walletAfter: walletAfter === "" ? null : int(walletAfter),
+          walletDelta: int(walletDelta),
+          counted: counted === "1",
+        },
+      };
+    }
     case "DUPLICATE":
-      return { code: "DUPLICATE", result: reply[1] };
+      return { code: "DUPLICATE", original: reply[1] };
     case "PENDING":
     case "KEY_CONFLICT":
       return { code: reply[0] };
     case "NOT_LOADED":
       return { code: "NOT_LOADED", counter: reply[1] === 1, wallet: reply[2] === 1, customer: reply[3] === 1 };
     default:
-      throw new Error(`unexpected reply from meterdApply: ${JSON.stringify(reply)}`);
+      throw new Error(`unexpected reply from meterdApplyMany: ${JSON.stringify(reply)}`);
   }
 }
 
 /**
- * One event's reply from apply-many.lua's answer: its fields, tab-separated, as apply.lua returns them
- * (NOT_LOADED's flags as numbers; an empty walletAfter as null). A DUPLICATE's stored result, its last
- * field, may hold tabs; its backslashes and line breaks come escaped (\\ and \n).
+ * One event's reply from apply-many.lua's answer: its fields, tab-separated (NOT_LOADED's flags as
+ * numbers; an empty walletAfter as null). A DUPLICATE's stored result, its last field, may hold tabs;
+ * its backslashes and line breaks come escaped (\\ and \n).
  */
 function lineReply(line: string): ApplyReply {
   const tab = line.indexOf("\t");
@@ -404,11 +458,22 @@ function lineReply(line: string): ApplyReply {
   if (code === "DUPLICATE") return ["DUPLICATE", line.slice(tab + 1).replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c))];
   const fields = line.split("\t");
   if (code === "NOT_LOADED") return ["NOT_LOADED", flagOf(fields[1]), flagOf(fields[2]), flagOf(fields[3])];
-  if (code === "APPLIED") return ["APPLIED", fields[1]!, fields[2]!, fields[3]!, fields[4] === "" || fields[4] === undefined ? null : fields[4]];
+  if (code === "APPLIED") {
+    const walletAfter = fields[4] === "" || fields[4] === undefined ? null : fields[4];
+    return fields.length > 5
+      ? ["APPLIED", fields[1]!, fields[2]!, fields[3]!, walletAfter, fields[5]!, fields[6]!]
+      : ["APPLIED", fields[1]!, fields[2]!, fields[3]!, walletAfter];
+  }
   return fields as ApplyReply;
 }
 
 const flagOf = (field: string | undefined): 0 | 1 => (field === "1" ? 1 : 0);
+
+/** The batch and index of a PendingRef made by decodeApply; null for "" (a record from before batches). */
+function parseRef(ref: PendingRef): { batchKey: string; index: string } | null {
+  const hash = ref.lastIndexOf("#");
+  return hash < 0 ? null : { batchKey: ref.slice(0, hash), index: ref.slice(hash + 1) };
+}
 
 /** Runs a pipeline and returns its replies, failing on the first command that failed. */
 async function execPipeline(pipeline: ChainableCommander): Promise<unknown[]> {

@@ -1,6 +1,6 @@
 // The one registry of meterd's Lua scripts: each lives in its own .lua file beside this one, is
-// registered here with ioredis defineCommand, and is typed below, so that `redis.meterdApply(...)` and
-// `redis.pipeline().meterdApply(...)` are checked calls. Every key a script touches is passed in KEYS.
+// registered here with ioredis defineCommand, and is typed below, so that `redis.meterdApplyMany(...)` and
+// `redis.pipeline().meterdApplyMany(...)` are checked calls. Every key a script touches is passed in KEYS.
 import { readFileSync } from "node:fs";
 import type { RedisKey, Result } from "ioredis";
 
@@ -11,9 +11,13 @@ export type Flag = "1" | "0";
 export type IntString = string;
 
 export type ApplyReply =
-  | [code: "APPLIED", before: IntString, after: IntString, delta: IntString, walletAfter: IntString | null]
+  /** batchKey and index are given only when the event was applied by an earlier call (a resend). */
+  | [code: "APPLIED", before: IntString, after: IntString, delta: IntString, walletAfter: IntString | null, batchKey?: string, index?: IntString]
   | [code: "DENIED_LIMIT", consumed: IntString]
   | [code: "DENIED_CREDITS", consumed: IntString, wallet: IntString]
+  /** A settled key: what its event was answered; walletAfter "" when it has none, counted "1" or "0". */
+  | [code: "SETTLED", eventId: string, before: IntString, after: IntString, delta: IntString, walletAfter: IntString, walletDelta: IntString, counted: Flag]
+  /** A settled key recorded before meterd 0.2, with its stored result. */
   | [code: "DUPLICATE", result: string]
   | [code: "PENDING"]
   | [code: "KEY_CONFLICT"]
@@ -21,46 +25,34 @@ export type ApplyReply =
   | [code: "OUT_OF_RANGE", consumed: IntString]
   | [code: "NOT_LOADED", counterMissing: 0 | 1, walletMissing: 0 | 1, customerNotLive: 0 | 1];
 
-export type SettleReply = "SETTLED" | "NOT_FOUND";
-
-export type RevertReply = [code: "REVERTED"] | [code: "NOT_FOUND"] | [code: "OTHER_EVENT"] | [code: "COUNTER_MISMATCH"];
+export type RevertReply = [code: "REVERTED"] | [code: "NOT_FOUND"] | [code: "OTHER_EVENT"];
 
 export type LoadReply = [code: "LOADED"] | [code: "ALREADY_LOADED"] | [code: "NOT_LIVE"];
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
-    /** apply.lua. An empty expected or limit means none. */
-    meterdApply(
+    /**
+     * apply-many.lua: events of any customers. numKeys, then the batch key, then per customer group its
+     * wallet, outbox and marker keys and per event its record and counter keys; then recordTtl, the outbox
+     * rows (a line each), and per group its number of events followed by one string per event (see the
+     * script). Answers one string: each event's reply, its fields tab-separated, a line each, in order.
+     */
+    meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<string, Context>;
+    /** settle.lua: numKeys, then the batches; then tombstoneTtl and per batch the indexes settled, a line each. */
+    meterdSettle(numKeys: number, ...keysAndArgs: string[]): Result<Array<0 | 1>, Context>;
+    /** read-records.lua: each record as "<P or S>\t<fingerprint>\t<event id>", or null. */
+    meterdReadRecords(numKeys: number, ...keys: string[]): Result<Array<string | null>, Context>;
+    /** revert.lua */
+    meterdRevert(
+      batchKey: RedisKey,
       recordKey: RedisKey,
       counterKey: RedisKey,
       walletKey: RedisKey,
-      outboxKey: RedisKey,
-      markerKey: RedisKey,
+      index: IntString,
       eventId: string,
-      fingerprint: string,
-      op: "add" | "set",
-      amount: IntString,
-      expected: IntString | "",
-      limit: IntString | "",
-      walletDelta: IntString,
-      walletMayGoNegative: Flag,
-      usesCounter: Flag,
-      recordTtlSeconds: IntString,
-      row: string,
-    ): Result<ApplyReply, Context>;
-    /**
-     * apply-many.lua: events of any customers. numKeys, then per customer group its wallet, outbox and marker
-     * keys and per event its record and counter keys; then recordTtl, and per group its number of events
-     * followed by one string per event: its arguments of meterdApply after its keys but recordTtl, joined
-     * by tabs. Answers one string: each event's reply, its fields tab-separated, a line each, in order.
-     */
-    meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<string, Context>;
-    /** settle.lua: numKeys, then per event its record and outbox keys; then recordTtl and per event its result. */
-    meterdSettle(numKeys: number, ...keysAndArgs: string[]): Result<SettleReply[], Context>;
-    /** read-records.lua: each record as one string (see record.lua), or null. */
-    meterdReadRecords(numKeys: number, ...keys: string[]): Result<Array<string | null>, Context>;
-    /** revert.lua */
-    meterdRevert(recordKey: RedisKey, counterKey: RedisKey, walletKey: RedisKey, outboxKey: RedisKey, eventId: string): Result<RevertReply, Context>;
+      keyed: Flag,
+      tombstoneTtlSeconds: IntString,
+    ): Result<RevertReply, Context>;
     /** load.lua */
     meterdLoad(key: RedisKey, markerKey: RedisKey, units: IntString): Result<LoadReply, Context>;
     /** rebuild.lua: "0" when live, else the time (ms) before which nothing may load. */
@@ -76,14 +68,14 @@ const CROSS_SLOT = "#!lua flags=allow-cross-slot-keys";
 
 /**
  * Command name, number of KEYS (undefined: given with each call), file, the shared files prepended to it
- * (record.lua reads idempotency records; apply-core.lua is the decision itself), and whether it may span slots.
+ * (record.lua reads idempotency records; apply-core.lua is the decision itself; batch.lua completes
+ * batches), and whether it may span slots (a batch lives in the slot of its first customer).
  */
 const SCRIPTS = [
-  ["meterdApply", 5, "apply.lua", ["record.lua", "apply-core.lua"], false],
   ["meterdApplyMany", undefined, "apply-many.lua", ["record.lua", "apply-core.lua"], true],
-  ["meterdSettle", undefined, "settle.lua", ["record.lua"], true],
+  ["meterdSettle", undefined, "settle.lua", ["batch.lua"], true],
   ["meterdReadRecords", undefined, "read-records.lua", ["record.lua"], true],
-  ["meterdRevert", 4, "revert.lua", ["record.lua"], false],
+  ["meterdRevert", 4, "revert.lua", ["record.lua", "batch.lua"], true],
   ["meterdLoad", 2, "load.lua", [], false],
   ["meterdRebuild", 1, "rebuild.lua", [], false],
 ] as const;
