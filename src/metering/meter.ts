@@ -6,7 +6,7 @@ import { Code } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Catalog } from "../catalog/catalog.js";
 import type { Customer, Feature } from "../catalog/types.js";
-import type { ApplyRequest, ApplyResult, FastPath, SettleItem } from "../fastpath/fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, SettleItem } from "../fastpath/fastpath.js";
 import {
   type AppendOutcome,
   type EventKind,
@@ -65,6 +65,9 @@ export class Meter {
   readonly counters: Counters;
   private readonly sweeper: OutboxSweeper;
   private readonly settling = new Set<Promise<void>>();
+  private readonly settleQueue: SettleItem[] = [];
+  /** Terms belong to one customer: a weak map from them to their counter. */
+  private readonly counterRefs = new WeakMap<Terms, CounterRef>();
 
   constructor(deps: MeterDeps) {
     this.counters = new Counters(deps.fastPath, deps.ledger, deps.rebuildGraceMs);
@@ -334,7 +337,7 @@ export class Meter {
     const eventId = randomUUID();
     const hard = terms?.entitlement.hard ?? true;
     const dedupeKey = idempotencyKey === "" ? eventId : idempotencyKey;
-    const counter = terms ? counterRef(customer.id, terms) : null;
+    const counter = terms ? this.counterOf(customer.id, terms) : null;
     const row: Prepared["row"] = {
       id: eventId,
       customerId: customer.id,
@@ -484,8 +487,18 @@ export class Meter {
     return results;
   }
 
-  /** Settles committed events off the reply path; drain() waits for those still in flight. */
+  /**
+   * Settles committed events off the reply path, those of the commits that end together in one call;
+   * drain() waits for those still in flight.
+   */
   private settleLater(items: SettleItem[]): void {
+    if (this.settleQueue.length === 0) setImmediate(() => this.flushSettles());
+    for (const item of items) this.settleQueue.push(item);
+  }
+
+  private flushSettles(): void {
+    const items = this.settleQueue.splice(0);
+    if (items.length === 0) return;
     const settling = this.fastPath
       .settleMany(items)
       .catch((error: unknown) => {
@@ -497,7 +510,11 @@ export class Meter {
 
   /** Waits for the settles in flight, so that a clean shutdown leaves nothing for the sweeper. */
   async drain(): Promise<void> {
-    while (this.settling.size > 0) await Promise.all(this.settling);
+    for (;;) {
+      this.flushSettles();
+      if (this.settling.size === 0) return;
+      await Promise.all(this.settling);
+    }
   }
 
   /** The ledger row of an applied event. */
@@ -586,6 +603,13 @@ export class Meter {
     const period = feature.kind === "persistent" ? null : periodOf(at, feature.interval, feature.anchor, customer.billingAnchor);
     const terms: Terms = { feature, entitlement: { featureKey: feature.key, limit: "0", hard: true, thresholds: [] }, limitUnits: 0, period };
     return { eventId: "", allowed: false, denyReason: "not_entitled", duplicate: false, usage: snapshot(terms, 0, null), thresholdsCrossed: [], delta: 0 };
+  }
+
+  /** The counter of a customer's terms; events sharing their terms (see trackMany) share it too. */
+  private counterOf(customerId: string, terms: Terms): CounterRef {
+    let ref = this.counterRefs.get(terms);
+    if (!ref) this.counterRefs.set(terms, (ref = counterRef(customerId, terms)));
+    return ref;
   }
 
   private display(p: Prepared, units: number): string {

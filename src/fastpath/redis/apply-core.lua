@@ -11,11 +11,11 @@ end
 
 -- One script call's view of the keyspace: markers, counters and wallets are read once and written once
 -- at the end (flush). The events it applies are listed in one outbox entry for the whole call (its batch),
--- named in the outbox of every customer that has an event in it.
-local function newCache(batchKey)
+-- named in the outbox, the index of pending batches.
+local function newCache(batchKey, outboxKey)
   local now = redis.call("TIME")
-  return { values = {}, dirty = {}, order = {}, batchKey = batchKey, applied = {}, appliedIndexes = {}, outboxes = {},
-    outboxOrder = {},
+  return { values = {}, dirty = {}, order = {}, batchKey = batchKey, outboxKey = outboxKey, applied = {},
+    appliedIndexes = {},
     now = now[1] * 1000 + math.floor(now[2] / 1000) }
 end
 
@@ -46,16 +46,16 @@ local function flush(cache, rows, replies)
   -- A tombstone expires: the batch written over it must not.
   if cache.tombstone then redis.call("DEL", cache.batchKey) end
   redis.call("HSET", cache.batchKey, "r", rows, "p", "\n" .. table.concat(cache.applied, "\n") .. "\n",
-    "n", #cache.applied, "m", 0, "a", replies, "o", table.concat(cache.outboxOrder, "\n"))
-  for _, outboxKey in ipairs(cache.outboxOrder) do redis.call("ZADD", outboxKey, cache.now, cache.batchKey) end
+    "n", #cache.applied, "m", 0, "a", replies)
+  redis.call("ZADD", cache.outboxKey, cache.now, cache.batchKey)
 end
 
 -- keys: record (false for an event without an idempotency key), counter (the wallet key again when the
--- event has no counter), wallet, outbox, marker.
+-- event has no counter), wallet, marker.
 -- args: index (the event's place in the call, from 1), eventId, fingerprint, op ("add": amount = units;
 -- "set": amount = target), amount, expected ("" for any), limit ("" for none), walletDelta,
 -- walletMayGoNegative ("1"/"0"), usesCounter ("1"/"0"), recordTtl.
-local function applyOne(cache, recordKey, counterKey, walletKey, outboxKey, markerKey,
+local function applyOne(cache, recordKey, counterKey, walletKey, markerKey,
                         index, eventId, fingerprint, op, amountArg, expectedArg, limitArg, walletDeltaArg,
                         walletMayGoNegativeArg, usesCounterArg, recordTtl)
   local amount = tonumber(amountArg)
@@ -126,9 +126,5 @@ local function applyOne(cache, recordKey, counterKey, walletKey, outboxKey, mark
   cache.appliedIndexes[tostring(index)] = true
   cache.applied[#cache.applied + 1] = table.concat({index, deltaText, walletDeltaText, counterFlag,
     recordKey or walletKey, eventId}, "\t")
-  if not cache.outboxes[outboxKey] then
-    cache.outboxes[outboxKey] = true
-    cache.outboxOrder[#cache.outboxOrder + 1] = outboxKey
-  end
   return {"APPLIED", before, afterText, deltaText, usesWallet and walletAfterText or false}
 end

@@ -1,14 +1,14 @@
 -- Marks events of a batch (see apply-many.lua) done: committed, or undone. `indexes` are the events'
 -- places in the batch, one per line; those not applied in it, or already done, are skipped. Once every
--- applied event is done, the batch leaves its outboxes and shrinks to a tombstone that lives `tombstoneTtl`
+-- applied event is done, the batch leaves the outbox and shrinks to a tombstone that lives `tombstoneTtl`
 -- seconds: long enough for a resent apply call to find it rather than apply again.
 -- Returns 1 when the batch is complete, else 0.
-local function markDone(batchKey, indexes, tombstoneTtl)
-  local f = redis.call("HMGET", batchKey, "n", "m", "d", "o", "p")
+local function markDone(batchKey, outboxKey, indexes, tombstoneTtl)
+  local f = redis.call("HMGET", batchKey, "n", "m", "d", "p")
   if not f[1] then return 0 end
   local n, m, d = tonumber(f[1]), tonumber(f[2]), f[3] or "\n"
   local applied, done = {}, {}
-  for index in string.gmatch(f[5], "\n(%d+)\t") do applied[index] = true end
+  for index in string.gmatch(f[4], "\n(%d+)\t") do applied[index] = true end
   for index in string.gmatch(d, "(%d+)\n") do done[index] = true end
   local added = {}
   for index in string.gmatch(indexes, "%d+") do
@@ -22,7 +22,7 @@ local function markDone(batchKey, indexes, tombstoneTtl)
     redis.call("DEL", batchKey)
     redis.call("HSET", batchKey, "t", "1")
     redis.call("EXPIRE", batchKey, tombstoneTtl)
-    for outboxKey in string.gmatch(f[4], "[^\n]+") do redis.call("ZREM", outboxKey, batchKey) end
+    redis.call("ZREM", outboxKey, batchKey)
     return 1
   end
   if #added > 0 then redis.call("HSET", batchKey, "m", m, "d", d .. table.concat(added, "\n") .. "\n") end

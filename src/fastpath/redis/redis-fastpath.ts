@@ -25,6 +25,9 @@ export const DEFAULT_SETTLED_TTL_SECONDS = 7 * 24 * 3600;
  */
 const TOMBSTONE_TTL_SECONDS = "60";
 
+/** The most single applies sent together in one call. */
+const MAX_COALESCED = 1000;
+
 /** waitSettled polls the record at this interval, doubling up to the maximum. */
 const POLL_FIRST_MS = 5;
 const POLL_MAX_MS = 100;
@@ -39,8 +42,9 @@ const POLL_MAX_MS = 100;
  *                                                 the event was answered, and its batch
  *   <prefix>{c:<customer>}:b:<event id>           batch: the outbox entry of one apply call, named by its
  *                                                 first event, in its first customer's slot (apply-many.lua)
- *   <prefix>{c:<customer>}:o                      outbox: the pending batches with an event of the
- *                                                 customer, scored by apply time (ms)
+ *   <prefix>outbox                                the pending batches, scored by apply time (ms): what the
+ *                                                 sweeper reads, without scanning the keyspace. One key on a
+ *                                                 single Redis; a Redis Cluster needs one per node.
  *   <prefix>{c:<customer>}:m                      marker: "live", or "rebuild:<ms>" while counters may not load
  */
 export class RedisKeyspace {
@@ -71,13 +75,8 @@ export class RedisKeyspace {
     return `${this.customer(customerId)}:m`;
   }
 
-  outbox(customerId: string): string {
-    return `${this.customer(customerId)}:o`;
-  }
-
-  /** A SCAN pattern matching every customer's outbox under this prefix. */
-  outboxPattern(): string {
-    return `${escapeGlob(this.prefix)}{c:*}:o`;
+  outbox(): string {
+    return `${this.prefix}outbox`;
   }
 
   record(customerId: string, dedupeKey: string): string {
@@ -116,6 +115,8 @@ export class RedisFastPath implements FastPath {
   readonly keys: RedisKeyspace;
   private readonly redis: Redis;
   private readonly settledTtl: string;
+  private readonly counterKeys = new WeakMap<CounterRef, string>();
+  private applyQueue: Array<{ req: ApplyRequest; resolve(result: ApplyResult): void; reject(error: unknown): void }> = [];
 
   constructor(options: RedisFastPathOptions) {
     const ttl = options.settledTtlSeconds ?? DEFAULT_SETTLED_TTL_SECONDS;
@@ -126,15 +127,31 @@ export class RedisFastPath implements FastPath {
     defineMeterdCommands(this.redis);
   }
 
-  async apply(req: ApplyRequest): Promise<ApplyResult> {
-    const [result] = await this.applyMany([req]);
-    return result!;
+  /**
+   * Single events arriving together (concurrent Tracks) go to Redis as one applyMany call, made once the
+   * current I/O callbacks are done: one script call and one batch for many callers, instead of one each.
+   */
+  apply(req: ApplyRequest): Promise<ApplyResult> {
+    return new Promise((resolve, reject) => {
+      if (this.applyQueue.length === 0) setImmediate(() => this.flushApplies());
+      this.applyQueue.push({ req, resolve, reject });
+      if (this.applyQueue.length >= MAX_COALESCED) this.flushApplies();
+    });
+  }
+
+  private flushApplies(): void {
+    const queued = this.applyQueue.splice(0);
+    if (queued.length === 0) return;
+    this.applyMany(queued.map((q) => q.req)).then(
+      (results) => queued.forEach((q, i) => q.resolve(results[i]!)),
+      (error: unknown) => queued.forEach((q) => q.reject(error)),
+    );
   }
 
   /**
    * Applies a call's events in one round trip and one script call (apply-many.lua decides every event in
-   * order, in one atomic step), grouped by customer so that each customer's marker, wallet and outbox
-   * keys are passed once. The events applied share one outbox entry, the batch, which holds their rows.
+   * order, in one atomic step), grouped by customer so that each customer's marker and wallet keys are
+   * passed once. The events applied share one outbox entry, the batch, which holds their rows.
    * Results come back in request order.
    */
   async applyMany(reqs: ApplyRequest[]): Promise<ApplyResult[]> {
@@ -142,13 +159,13 @@ export class RedisFastPath implements FastPath {
     const groups = groupIndexes(reqs, (req) => req.customerId);
     const head = reqs[groups[0]![0]!]!;
     const batchKey = this.keys.batch(head.customerId, head.eventId);
-    const keys: string[] = [batchKey];
+    const keys: string[] = [batchKey, this.keys.outbox()];
     const rows: string[] = [];
     const args: string[] = [this.settledTtl, ""];
     const order: number[] = [];
     for (const group of groups) {
       const customerId = reqs[group[0]!]!.customerId;
-      keys.push(this.keys.wallet(customerId), this.keys.outbox(customerId), this.keys.marker(customerId));
+      keys.push(this.keys.wallet(customerId), this.keys.marker(customerId));
       args.push(String(group.length));
       for (const i of group) {
         const req = reqs[i]!;
@@ -180,7 +197,7 @@ export class RedisFastPath implements FastPath {
       else batches.set(at.batchKey, [at.index]);
     }
     if (batches.size === 0) return;
-    await this.redis.meterdSettle(batches.size, ...batches.keys(), TOMBSTONE_TTL_SECONDS, ...[...batches.values()].map((ix) => ix.join("\n")));
+    await this.redis.meterdSettle(batches.size + 1, this.keys.outbox(), ...batches.keys(), TOMBSTONE_TTL_SECONDS, ...[...batches.values()].map((ix) => ix.join("\n")));
   }
 
   async revert(req: ApplyRequest, applied: { delta: number; ref: PendingRef }): Promise<void> {
@@ -194,6 +211,7 @@ export class RedisFastPath implements FastPath {
       keyed ? this.keys.record(req.customerId, req.dedupeKey) : counterKey,
       counterKey,
       this.keys.wallet(req.customerId),
+      this.keys.outbox(),
       at.index,
       req.eventId,
       flag(keyed),
@@ -202,44 +220,25 @@ export class RedisFastPath implements FastPath {
   }
 
   /**
-   * Scans every customer's outbox for records applied more than `olderThanMs` ago and still pending. Any
-   * replica may sweep: committing an event twice is harmless, the ledger keeps one row.
+   * Events of batches applied more than `olderThanMs` ago and still pending. Any replica may sweep:
+   * committing an event twice is harmless, the ledger keeps one row.
    */
   async staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]> {
     const [seconds, micros] = await this.redis.time();
     const cutoff = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - olderThanMs;
-    const stale: StaleEvent[] = [];
-    let cursor = "0";
-    do {
-      const [next, outboxes] = await this.redis.scan(cursor, "MATCH", this.keys.outboxPattern(), "COUNT", 1000);
-      cursor = next;
-      if (outboxes.length === 0) continue;
-      // Three round trips a page of outboxes, whatever their number: the sweeper runs every second.
-      const ranges = this.redis.pipeline();
-      for (const outbox of outboxes) ranges.zrangebyscore(outbox, "-inf", cutoff, "LIMIT", 0, max);
-      const found = ((await execPipeline(ranges)) as string[][]).flatMap((keys, i) => keys.map((key) => [outboxes[i]!, key] as const));
-      if (found.length === 0) continue;
-      // A batch is listed in the outbox of each of its customers: read it once.
-      const batches = [...new Set(found.map(([, member]) => member).filter((member) => this.keys.isBatch(member)))];
-      const entries = await this.readBatches(batches);
-      const gone = this.redis.pipeline();
-      for (const [outbox, member] of found) {
-        // Completed (a tombstone), or not a batch (an entry of a version before batches): not pending here.
-        if (!entries.has(member)) gone.zrem(outbox, member);
-      }
-      for (const events of entries.values()) {
-        for (const event of events) if (stale.length < max) stale.push(event);
-      }
-      if (gone.length > 0) await execPipeline(gone);
-      if (stale.length >= max) return stale;
-    } while (cursor !== "0");
-    return stale;
+    const batches = await this.redis.zrangebyscore(this.keys.outbox(), "-inf", cutoff, "LIMIT", 0, max);
+    const stale = await this.readBatches(batches);
+    // A batch that is gone (completed, or lost with Redis' data) is not an outbox entry any more.
+    const gone = batches.filter((batchKey) => !stale.has(batchKey));
+    if (gone.length > 0) await this.redis.zrem(this.keys.outbox(), ...gone);
+    return [...stale.values()].flat().slice(0, max);
   }
 
   async pendingEvents(customerId: string): Promise<StaleEvent[]> {
-    const members = await this.redis.zrange(this.keys.outbox(customerId), "0", "-1");
-    const entries = await this.readBatches(members.filter((member) => this.keys.isBatch(member)));
-    return [...entries.values()].flat().filter((event) => event.customerId === customerId);
+    // Pending batches are few (those being committed right now, or stranded by a dead replica), and any
+    // of them may hold an event of this customer.
+    const batches = await this.redis.zrange(this.keys.outbox(), "0", "-1");
+    return [...(await this.readBatches(batches)).values()].flat().filter((event) => event.customerId === customerId);
   }
 
   /** The pending events of each batch that still has some (completed and missing batches are left out). */
@@ -375,8 +374,12 @@ export class RedisFastPath implements FastPath {
   async close(): Promise<void> {}
 
   private counterKey(req: ApplyRequest): string {
-    // Without a counter, KEYS[2] repeats a key of the same slot; the script does not touch it.
-    return req.counter ? this.keys.counter(req.counter) : this.keys.wallet(req.customerId);
+    // Without a counter, the counter's place repeats a key of the same slot; the script does not touch it.
+    if (!req.counter) return this.keys.wallet(req.customerId);
+    // Events of one batch share their counter refs (see Meter): each key is encoded once.
+    let key = this.counterKeys.get(req.counter);
+    if (key === undefined) this.counterKeys.set(req.counter, (key = this.keys.counter(req.counter)));
+    return key;
   }
 
   /** An event's arguments for apply-many.lua, as one tab-separated string. */

@@ -2,8 +2,9 @@
 -- batch (markDone comes from batch.lua, readRecord and splitRecord from record.lua); only if the batch
 -- still holds that event pending.
 -- KEYS: batch, record (the counter key again for an event without an idempotency key), counter (the
--- wallet key again when the event has no counter), wallet. ARGV: index, eventId, keyed ("1"/"0"), tombstoneTtl.
-local batchKey, recordKey, counterKey, walletKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- wallet key again when the event has no counter), wallet, outbox. ARGV: index, eventId, keyed ("1"/"0"),
+-- tombstoneTtl.
+local batchKey, recordKey, counterKey, walletKey, outboxKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local index, eventId, keyed, tombstoneTtl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local f = redis.call("HMGET", batchKey, "p", "d")
@@ -25,5 +26,5 @@ if keyed == "1" then
     if recordEventId == eventId then redis.call("DEL", recordKey) end
   end
 end
-markDone(batchKey, index, tombstoneTtl)
+markDone(batchKey, outboxKey, index, tombstoneTtl)
 return {"REVERTED"}

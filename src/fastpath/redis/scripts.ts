@@ -32,13 +32,13 @@ export type LoadReply = [code: "LOADED"] | [code: "ALREADY_LOADED"] | [code: "NO
 declare module "ioredis" {
   interface RedisCommander<Context> {
     /**
-     * apply-many.lua: events of any customers. numKeys, then the batch key, then per customer group its
-     * wallet, outbox and marker keys and per event its record and counter keys; then recordTtl, the outbox
+     * apply-many.lua: events of any customers. numKeys, then the batch and outbox keys, then per customer
+     * group its wallet and marker keys and per event its record and counter keys; then recordTtl, the outbox
      * rows (a line each), and per group its number of events followed by one string per event (see the
      * script). Answers one string: each event's reply, its fields tab-separated, a line each, in order.
      */
     meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<string, Context>;
-    /** settle.lua: numKeys, then the batches; then tombstoneTtl and per batch the indexes settled, a line each. */
+    /** settle.lua: numKeys, then the outbox and the batches; then tombstoneTtl and per batch the indexes settled, a line each. */
     meterdSettle(numKeys: number, ...keysAndArgs: string[]): Result<Array<0 | 1>, Context>;
     /** read-records.lua: each record as "<P or S>\t<fingerprint>\t<event id>", or null. */
     meterdReadRecords(numKeys: number, ...keys: string[]): Result<Array<string | null>, Context>;
@@ -48,6 +48,7 @@ declare module "ioredis" {
       recordKey: RedisKey,
       counterKey: RedisKey,
       walletKey: RedisKey,
+      outboxKey: RedisKey,
       index: IntString,
       eventId: string,
       keyed: Flag,
@@ -75,7 +76,7 @@ const SCRIPTS = [
   ["meterdApplyMany", undefined, "apply-many.lua", ["record.lua", "apply-core.lua"], true],
   ["meterdSettle", undefined, "settle.lua", ["batch.lua"], true],
   ["meterdReadRecords", undefined, "read-records.lua", ["record.lua"], true],
-  ["meterdRevert", 4, "revert.lua", ["record.lua", "batch.lua"], true],
+  ["meterdRevert", 5, "revert.lua", ["record.lua", "batch.lua"], true],
   ["meterdLoad", 2, "load.lua", [], false],
   ["meterdRebuild", 1, "rebuild.lua", [], false],
 ] as const;
