@@ -54,7 +54,7 @@ export function floorBatch(events: ReadonlyArray<{ customerId: string; idempoten
     const counter = counterOf(customerId, period);
     const row = { id, customerId, featureKey: FEATURE, kind: "track" as const, idempotencyKey, fingerprint, occurredAt: now, properties: PROPERTIES };
     // meterd's outbox record (src/metering/records.ts), kept in Redis in the call's batch until settled.
-    const record = encodeOutbox({ ...row, dedupeKey: idempotencyKey, counter, precision: 0 });
+    const record = encodeOutbox(row, idempotencyKey, counter, 0);
     rows[i] = row;
     reqs[i] = {
       customerId,

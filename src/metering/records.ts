@@ -26,7 +26,13 @@ export interface OutboxRecord {
 
 const OUTBOX_FORMAT = 2;
 
-export function encodeOutbox(r: OutboxRecord): string {
+/** The outbox row of an event: its ledger row but for the amounts, and what the fast path needs. */
+export function encodeOutbox(
+  r: Omit<OutboxRecord, "dedupeKey" | "counter" | "precision">,
+  dedupeKey: string,
+  counter: CounterRef | null,
+  precision: number,
+): string {
   return JSON.stringify([
     OUTBOX_FORMAT,
     r.id,
@@ -37,9 +43,9 @@ export function encodeOutbox(r: OutboxRecord): string {
     r.fingerprint,
     r.occurredAt.getTime(),
     r.properties,
-    r.dedupeKey,
-    r.counter?.periodKey ?? null,
-    r.precision,
+    dedupeKey,
+    counter?.periodKey ?? null,
+    precision,
   ]);
 }
 
