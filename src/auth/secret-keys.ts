@@ -1,9 +1,10 @@
 // Secret keys: the credential of trusted callers, sent as `authorization: Bearer <key>` or `x-api-key: <key>`.
-import { createHash, timingSafeEqual } from "node:crypto";
+import { hash, timingSafeEqual } from "node:crypto";
 import type { HeaderReader, Principal } from "./principal.js";
 
+// One-shot hash: about half the cost of createHash().update().digest(), and it runs on every call.
 function sha256(value: string): Buffer {
-  return createHash("sha256").update(value, "utf8").digest();
+  return hash("sha256", value, "buffer");
 }
 
 /** A short, loggable id of a key: the first 8 hex characters of its SHA-256. */
