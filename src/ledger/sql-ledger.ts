@@ -48,22 +48,19 @@ export interface SqlLedgerOptions {
   maxBatchEvents?: number;
 }
 
-/** An event as the INSERT takes it: all text, checked once when append() is called. */
-interface Prepared {
-  id: string;
-  customerId: string;
-  featureKey: string | null;
-  kind: string;
-  amount: string;
-  credits: string;
-  idempotencyKey: string | null;
-  fingerprint: string;
-  occurredAt: string;
-  properties: string;
-}
-
+/**
+ * One caller's events, encoded once when append() is called: the encoding is a snapshot, so a caller
+ * that changes its events afterwards changes nothing that is written.
+ */
 interface Pending {
-  events: Prepared[];
+  /** Ids, customer ids and idempotency keys, in order: deduplication and the read of conflicts. */
+  ids: string[];
+  customers: string[];
+  keys: (string | null)[];
+  /** The events as one chunk of INSERT's $1 (see encode), sent as it is. */
+  json: string;
+  /** True once check() has passed for every event: the encoding needs no closer look (see screen). */
+  checked: boolean;
   resolve(outcomes: AppendOutcome[]): void;
   reject(err: unknown): void;
 }
@@ -97,29 +94,60 @@ const COLUMNS = `e.id, e.customer_id, e.feature_key, e.kind, trim_scale(e.amount
 
 /**
  * Claims the keys of the keyed events; inserts the rows of the keyless events and of the keyed events
- * that claimed their key, in order; a row whose (id, occurred_at) is already there is skipped.
+ * that claimed their key, in order; a row whose (id, occurred_at) is already there is skipped. Returns
+ * one row: NULL when every event was inserted, else "chunk.row" (1-based, comma-separated) for each
+ * one that was not. Usually all are, so the answer is one short row, not a row per event.
+ *
+ * $1 is one JSON text, parsed once: an array of chunks, one per caller, as encode() makes them. pg
+ * escapes ten text arrays value by value; JSON costs one JSON.stringify per caller, and a caller's
+ * chunk joins any group as it is. A column that holds one value for the whole chunk comes as [] with
+ * the value in the chunk's first element, read once by jsonb_to_record: ROWS FROM pads the empty
+ * column with NULLs, which coalesce() replaces. occurred_at is base + delta, in epoch milliseconds,
+ * converted exactly: to_timestamp is exact for whole seconds, and the milliseconds are added as an
+ * interval.
+ *
+ * The rows to insert test "claimed" with IN rather than a join: a join's estimate multiplies the two
+ * sides, and an estimate of 10^5 rows made Postgres size the hash of "inserted" for them and spill it
+ * to temporary files.
  */
 const INSERT = `WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-      $8::text[], $9::text[], $10::text[])
-      WITH ORDINALITY AS t(id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint,
-        occurred_at, properties, ord)
+    SELECT c.cn, r.n, r.id, coalesce(r.customer_id, k.customer_id) AS customer_id,
+      coalesce(r.feature_key, k.feature_key) AS feature_key, coalesce(r.kind, k.kind) AS kind,
+      coalesce(r.amount, k.amount)::numeric AS amount, coalesce(r.credits, k.credits)::numeric AS credits,
+      coalesce(r.idempotency_key, k.idempotency_key) AS idempotency_key,
+      coalesce(r.fingerprint, k.fingerprint) AS fingerprint,
+      to_timestamp((k.base + r.delta::bigint) / 1000)
+        + ((k.base + r.delta::bigint) % 1000) * interval '1 millisecond' AS occurred_at,
+      coalesce(r.properties, k.properties) AS properties
+    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS c(chunk, cn),
+      jsonb_to_record(c.chunk->0) AS k(base bigint, customer_id text, feature_key text, kind text, amount text,
+        credits text, idempotency_key text, fingerprint text, properties jsonb),
+      ROWS FROM (jsonb_array_elements_text(c.chunk->1), jsonb_array_elements_text(c.chunk->2),
+        jsonb_array_elements_text(c.chunk->3), jsonb_array_elements_text(c.chunk->4),
+        jsonb_array_elements_text(c.chunk->5), jsonb_array_elements_text(c.chunk->6),
+        jsonb_array_elements_text(c.chunk->7), jsonb_array_elements_text(c.chunk->8),
+        jsonb_array_elements(c.chunk->9), jsonb_array_elements(c.chunk->10))
+        WITH ORDINALITY AS r(id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint,
+          delta, properties, n)
   ), claimed AS (
     INSERT INTO meterd_event_keys (event_id, customer_id, idempotency_key, occurred_at)
-    SELECT id, customer_id, idempotency_key, occurred_at::timestamptz FROM batch
-      WHERE idempotency_key IS NOT NULL ORDER BY ord
+    SELECT id, customer_id, idempotency_key, occurred_at FROM batch
+      WHERE idempotency_key IS NOT NULL ORDER BY cn, n
     ON CONFLICT DO NOTHING
     RETURNING event_id
+  ), inserted AS (
+    INSERT INTO meterd_events AS e
+      (id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint, occurred_at, properties)
+    SELECT b.id, b.customer_id, b.feature_key, b.kind, b.amount, b.credits, b.idempotency_key, b.fingerprint,
+      b.occurred_at, b.properties
+    FROM batch b
+    WHERE b.idempotency_key IS NULL OR b.id IN (SELECT event_id FROM claimed)
+    ORDER BY b.cn, b.n
+    ON CONFLICT DO NOTHING
+    RETURNING e.id
   )
-  INSERT INTO meterd_events AS e
-    (id, customer_id, feature_key, kind, amount, credits, idempotency_key, fingerprint, occurred_at, properties)
-  SELECT b.id, b.customer_id, b.feature_key, b.kind, b.amount::numeric, b.credits::numeric, b.idempotency_key,
-    b.fingerprint, b.occurred_at::timestamptz, b.properties::jsonb
-  FROM batch b LEFT JOIN claimed c ON c.event_id = b.id
-  WHERE b.idempotency_key IS NULL OR c.event_id IS NOT NULL
-  ORDER BY b.ord
-  ON CONFLICT DO NOTHING
-  RETURNING e.id`;
+  SELECT string_agg(b.cn || '.' || b.n, ',') AS missed
+  FROM batch b LEFT JOIN inserted i ON i.id = b.id WHERE i.id IS NULL`;
 
 /** The stored rows that hold any of the ids ($1), or any of the (customer, key) pairs ($2, $3). */
 const SELECT_CONFLICTS = `SELECT ${COLUMNS} FROM meterd_events e WHERE e.id = ANY($1::text[])
@@ -170,15 +198,15 @@ export class SqlLedger implements Ledger {
 
   append(events: LedgerEvent[]): Promise<AppendOutcome[]> {
     if (this.closing) return Promise.reject(new LedgerClosedError());
-    let prepared: Prepared[];
+    if (events.length === 0) return Promise.resolve([]);
+    let encoded: Encoded;
     try {
-      prepared = events.map(prepare);
+      encoded = encode(events);
     } catch (err) {
       return Promise.reject(err);
     }
-    if (prepared.length === 0) return Promise.resolve([]);
     return new Promise((resolve, reject) => {
-      this.queue.push({ events: prepared, resolve, reject });
+      this.queue.push({ ...encoded, resolve, reject });
       this.startFlushing();
     });
   }
@@ -309,7 +337,7 @@ export class SqlLedger implements Ledger {
     let size = 0;
     let n = 0;
     while (n < this.queue.length) {
-      const next = this.queue[n]!.events.length;
+      const next = this.queue[n]!.ids.length;
       if (n > 0 && size + next > this.maxBatchEvents) break;
       size += next;
       n++;
@@ -318,12 +346,13 @@ export class SqlLedger implements Ledger {
   }
 
   /** Never throws: every caller of the batch is answered, after the COMMIT or with its error. */
-  private async commit(batch: Pending[]): Promise<void> {
-    const events = batch.flatMap((p) => p.events);
-    let rows: (EventRow | undefined)[];
+  private async commit(callers: Pending[]): Promise<void> {
+    const { batch, doc } = screen(callers);
+    if (batch.length === 0) return;
+    let outcomes: AppendOutcome[][];
     try {
       // One statement claims the keys and writes the rows: atomic on its own, so no BEGIN/COMMIT.
-      rows = await writeBatch(this.sql, events);
+      outcomes = await writeBatch(this.sql, batch, doc);
     } catch (err) {
       // Refused for some row's own values: nothing was written. Each caller goes again alone, so that
       // only the caller whose event cannot be stored is refused, not the others it was grouped with.
@@ -334,103 +363,416 @@ export class SqlLedger implements Ledger {
       for (const p of batch) p.reject(err);
       return;
     }
-    let i = 0;
-    for (const p of batch) {
-      p.resolve(
-        p.events.map(() => {
-          const row = rows[i++];
-          return row === undefined ? { inserted: true } : { inserted: false, existing: toStored(row) };
-        }),
-      );
-    }
+    for (let c = 0; c < batch.length; c++) batch[c]!.resolve(outcomes[c]!);
   }
 }
 
 /**
- * Inserts the batch and returns, per event, undefined when it was inserted, else the row already
+ * The callers that can be sent, with INSERT's $1 for them: those whose events the exact checks refuse
+ * are answered with InvalidEventError and left out. JSON.stringify writes NUL, lone surrogates and
+ * other control characters as \uXXXX (and a backslash as \\), so one scan of $1 for "\u" tells
+ * whether any caller's strings need a closer look. pg would flatten $1 anyway, so the scan costs no
+ * copy of its own.
+ */
+function screen(callers: Pending[]): { batch: Pending[]; doc: string } {
+  const doc = documentOf(callers.map((p) => p.json));
+  if (!doc.includes("\\u")) return { batch: callers, doc };
+  const batch: Pending[] = [];
+  let changed = false;
+  for (const p of callers) {
+    if (!p.checked && p.json.includes("\\u")) {
+      changed = true;
+      try {
+        // Throws InvalidEventError for the first event that can never be stored, as append() would.
+        const events = decode(p.json);
+        for (const e of events) check(e);
+        Object.assign(p, columns(events, true)!);
+      } catch (err) {
+        p.reject(err);
+        continue;
+      }
+    }
+    batch.push(p);
+  }
+  return { batch, doc: changed ? documentOf(batch.map((p) => p.json)) : doc };
+}
+
+/** The JSON array of the chunks, built by one join: pg needs it flat, so it is copied once. */
+function documentOf(chunks: string[]): string {
+  if (chunks.length <= 1) return `[${chunks[0] ?? ""}]`;
+  const parts: string[] = ["["];
+  for (const chunk of chunks) parts.push(chunk, ",");
+  parts[parts.length - 1] = "]";
+  return parts.join("");
+}
+
+/**
+ * Inserts the batch and returns, per caller and event, whether it was inserted, else the row already
  * there: matched by id first, then by (customer, idempotency key). Within the batch, an event that
  * repeats an earlier one's id or key is not sent; it reports the earlier one's row.
  */
-async function writeBatch(sql: SqlExecutor, events: Prepared[]): Promise<(EventRow | undefined)[]> {
-  const firstOf: number[] = [];
-  const byId = new Map<string, number>();
-  const byKey = new Map<string, number>();
-  const unique: Prepared[] = [];
-  events.forEach((e, i) => {
-    const keyOf = e.idempotencyKey === null ? null : `${e.customerId}\u0000${e.idempotencyKey}`;
-    const earlier = byId.get(e.id) ?? (keyOf === null ? undefined : byKey.get(keyOf));
-    if (earlier !== undefined) {
-      firstOf.push(earlier);
-      return;
+async function writeBatch(sql: SqlExecutor, batch: Pending[], doc: string): Promise<AppendOutcome[][]> {
+  // Repeats are rare: a Set per kind of identity tells whether there is any, and only then are the
+  // earlier events looked for (findRepeats). Keys go through one Set per customer, which spares a
+  // concatenated string per event.
+  const seenIds = new Set<string>();
+  const seenKeys = new Map<string, Set<string>>();
+  let anyRepeat = false;
+  let total = 0;
+  for (const p of batch) {
+    const { ids, customers, keys } = p;
+    for (let i = 0; i < ids.length; i++) {
+      const size = seenIds.size;
+      if (seenIds.add(ids[i]!).size === size) anyRepeat = true;
+      const key = keys[i]!;
+      if (key === null) continue;
+      let ofCustomer = seenKeys.get(customers[i]!);
+      if (ofCustomer === undefined) seenKeys.set(customers[i]!, (ofCustomer = new Set()));
+      const before = ofCustomer.size;
+      if (ofCustomer.add(key).size === before) anyRepeat = true;
     }
-    firstOf.push(i);
-    byId.set(e.id, i);
-    if (keyOf !== null) byKey.set(keyOf, i);
-    unique.push(e);
+    total += ids.length;
+  }
+  // firstOf[g]: the event (index in the batch) whose row event g reports; g itself when it is sent.
+  const firstOf = anyRepeat ? findRepeats(batch, total) : null;
+  // sent[c]: the events of caller c that its chunk holds, in order; null when it holds them all. A
+  // caller with repeats gets a chunk of the others, encoded again from its own chunk.
+  const sent: (number[] | null)[] = batch.map(() => null);
+  if (firstOf !== null) {
+    let offset = 0;
+    const chunks = batch.map((p, c) => {
+      const kept: number[] = [];
+      for (let i = 0; i < p.ids.length; i++) if (firstOf[offset + i] === offset + i) kept.push(i);
+      offset += p.ids.length;
+      if (kept.length === p.ids.length) return p.json;
+      sent[c] = kept;
+      if (kept.length === 0) return null;
+      const events = decode(p.json);
+      return columns(kept.map((i) => events[i]!), true)!.json;
+    });
+    doc = documentOf(chunks.filter((chunk) => chunk !== null));
+  }
+
+  const res = await sql.query<{ missed: string | null }>(INSERT, [doc], { name: "meterd_ledger_insert" });
+  const missed = res.rows[0]?.missed ?? null;
+
+  if (missed === null && firstOf === null) {
+    // Every event inserted: the usual case.
+    return batch.map((p) => {
+      const out: AppendOutcome[] = [];
+      for (let i = 0; i < p.ids.length; i++) out.push({ inserted: true });
+      return out;
+    });
+  }
+  // "chunk.row" back to the event's index in the batch. Chunks of callers that sent nothing are absent.
+  const chunkOf: number[] = [];
+  const offsets: number[] = [];
+  let offset = 0;
+  batch.forEach((p, c) => {
+    if (sent[c]?.length !== 0) chunkOf.push(c);
+    offsets.push(offset);
+    offset += p.ids.length;
   });
+  const notInserted = (missed === null ? [] : missed.split(",")).map((pair) => {
+    const [chunk, row] = pair.split(".").map(Number) as [number, number];
+    const c = chunkOf[chunk - 1]!;
+    return offsets[c]! + (sent[c]?.[row - 1] ?? row - 1);
+  });
+  return withConflicts(sql, batch, total, firstOf, notInserted);
+}
 
-  const inserted = await sql.query<{ id: string }>(INSERT, [
-    unique.map((e) => e.id),
-    unique.map((e) => e.customerId),
-    unique.map((e) => e.featureKey),
-    unique.map((e) => e.kind),
-    unique.map((e) => e.amount),
-    unique.map((e) => e.credits),
-    unique.map((e) => e.idempotencyKey),
-    unique.map((e) => e.fingerprint),
-    unique.map((e) => e.occurredAt),
-    unique.map((e) => e.properties),
-  ], { name: "meterd_ledger_insert" });
-  const insertedIds = new Set(inserted.rows.map((r) => r.id));
+/** firstOf for a batch with repeats: exactly as the old per-event Maps did, an event sent first wins. */
+function findRepeats(batch: Pending[], total: number): Int32Array {
+  const firstOf = new Int32Array(total);
+  const byId = new Map<string, number>();
+  const byKey = new Map<string, Map<string, number>>();
+  let g = 0;
+  for (const p of batch) {
+    for (let i = 0; i < p.ids.length; i++, g++) {
+      const id = p.ids[i]!;
+      const key = p.keys[i]!;
+      const ofCustomer = key === null ? undefined : byKey.get(p.customers[i]!);
+      const earlier = byId.get(id) ?? (key === null ? undefined : ofCustomer?.get(key));
+      if (earlier !== undefined) {
+        firstOf[g] = earlier;
+        continue;
+      }
+      firstOf[g] = g;
+      byId.set(id, g);
+      if (key === null) continue;
+      if (ofCustomer === undefined) byKey.set(p.customers[i]!, new Map([[key, g]]));
+      else ofCustomer.set(key, g);
+    }
+  }
+  return firstOf;
+}
 
-  // Rows to read back: those the events collided with, and the inserted ones that a repeat within the
-  // batch reports as already there.
-  const conflicted = unique.filter((e) => !insertedIds.has(e.id));
-  const repeated = [...new Set(firstOf.filter((first, i) => first !== i))].map((i) => events[i]!).filter((e) => insertedIds.has(e.id));
+/**
+ * The outcomes of a batch that had repeats or conflicts: the rows the events collided with, and the
+ * inserted ones that a repeat within the batch reports as already there, are read back.
+ */
+async function withConflicts(
+  sql: SqlExecutor,
+  batch: Pending[],
+  total: number,
+  firstOf: Int32Array | null,
+  missed: number[],
+): Promise<AppendOutcome[][]> {
+  const ids: string[] = [];
+  const customers: string[] = [];
+  const keys: (string | null)[] = [];
+  for (const p of batch) {
+    for (let i = 0; i < p.ids.length; i++) {
+      ids.push(p.ids[i]!);
+      customers.push(p.customers[i]!);
+      keys.push(p.keys[i]!);
+    }
+  }
+  const first = (g: number) => (firstOf === null ? g : firstOf[g]!);
+  const notInserted = new Set(missed);
+  const inserted = (g: number) => first(g) === g && !notInserted.has(g);
+
+  const conflicted = missed;
+  const repeated = firstOf === null ? [] : [...new Set(firstOf.filter((f, g) => f !== g))].filter(inserted);
+  const keyed = conflicted.filter((g) => keys[g] !== null);
   const existingById = new Map<string, EventRow>();
   const existingByKey = new Map<string, EventRow>();
-  if (conflicted.length > 0 || repeated.length > 0) {
-    const keyed = conflicted.filter((e) => e.idempotencyKey !== null);
-    // Read after the INSERT committed: under READ COMMITTED every row it collided with is visible.
-    const found = await sql.query<EventRow>(SELECT_CONFLICTS, [
-      [...conflicted, ...repeated].map((e) => e.id),
-      keyed.map((e) => e.customerId),
-      keyed.map((e) => e.idempotencyKey),
-    ]);
-    for (const r of found.rows) {
-      existingById.set(r.id, r);
-      if (r.idempotency_key !== null) existingByKey.set(`${r.customer_id}\u0000${r.idempotency_key}`, r);
-    }
+  // Read after the INSERT committed: under READ COMMITTED every row it collided with is visible.
+  const found = await sql.query<EventRow>(SELECT_CONFLICTS, [
+    [...conflicted, ...repeated].map((g) => ids[g]!),
+    keyed.map((g) => customers[g]!),
+    keyed.map((g) => keys[g]!),
+  ]);
+  for (const r of found.rows) {
+    existingById.set(r.id, r);
+    if (r.idempotency_key !== null) existingByKey.set(`${r.customer_id}\u0000${r.idempotency_key}`, r);
   }
 
   // The stored row of each event sent: its own if inserted, else the one it collided with.
   const storedOf = new Map<number, EventRow>();
-  const outcomes: (EventRow | undefined)[] = [];
-  events.forEach((e, i) => {
-    const first = firstOf[i]!;
-    if (first === i) {
-      if (insertedIds.has(e.id)) {
-        const own = existingById.get(e.id);
-        if (own) storedOf.set(i, own);
-        outcomes.push(undefined);
-        return;
-      }
-      const keyOf = e.idempotencyKey === null ? null : `${e.customerId}\u0000${e.idempotencyKey}`;
-      const existing = existingById.get(e.id) ?? (keyOf === null ? undefined : existingByKey.get(keyOf));
-      // Under READ COMMITTED a skipped claim means a committed key, and its row committed with it. Only
-      // a row removed behind the ledger's back (say, its partition detached while its keys were kept)
-      // ends here, and answering "duplicate" without the row would be a lie: fail the batch.
-      if (!existing) throw new Error(`event ${e.id} was neither inserted nor found`);
-      storedOf.set(i, existing);
-      outcomes.push(existing);
-    } else {
-      outcomes.push(storedOf.get(first)!);
+  const rows: (EventRow | undefined)[] = [];
+  for (let g = 0; g < total; g++) {
+    const f = first(g);
+    if (f !== g) {
+      rows.push(storedOf.get(f)!);
+      continue;
     }
-  });
-  return outcomes;
+    if (inserted(g)) {
+      const own = existingById.get(ids[g]!);
+      if (own) storedOf.set(g, own);
+      rows.push(undefined);
+      continue;
+    }
+    const key = keys[g]!;
+    const existing = existingById.get(ids[g]!) ?? (key === null ? undefined : existingByKey.get(`${customers[g]}\u0000${key}`));
+    // Under READ COMMITTED a skipped claim means a committed key, and its row committed with it. Only
+    // a row removed behind the ledger's back (say, its partition detached while its keys were kept)
+    // ends here, and answering "duplicate" without the row would be a lie: fail the batch.
+    if (!existing) throw new Error(`event ${ids[g]} was neither inserted nor found`);
+    storedOf.set(g, existing);
+    rows.push(existing);
+  }
+  let g = 0;
+  return batch.map((p) =>
+    p.ids.map(() => {
+      const row = rows[g++];
+      return row === undefined ? { inserted: true } : { inserted: false, existing: toStored(row) };
+    }),
+  );
 }
 
-// The checks of prepare(), as plain functions: prepare() runs for every event of every batch.
+/** A caller's events as append() keeps them until their batch is sent. */
+type Encoded = Pick<Pending, "ids" | "customers" | "keys" | "json" | "checked">;
+
+const NO_PROPERTIES: Record<string, string> = Object.freeze({});
+const NONE: readonly never[] = Object.freeze([]);
+
+/**
+ * Checks the events and encodes them as one chunk of INSERT's $1: [{base, constants}, [ids],
+ * [customer ids], [feature keys], [kinds], [amounts], [credits], [idempotency keys], [fingerprints],
+ * [occurredAt - base, in ms], [properties]]. A column whose values are all the same is written once,
+ * as a constant in the first element, and [] in its place: kinds, amounts, credits, feature keys and
+ * often fingerprints and properties repeat within a call, and every byte is stringified, copied,
+ * sent and parsed again. Small time deltas print faster than ISO strings or epoch milliseconds.
+ *
+ * This runs for every event, so the checks are cheap ones; whatever they doubt goes to the exact
+ * checks of check(). What they leave unchecked (NUL characters, lone surrogates), JSON.stringify
+ * writes as \uXXXX: screen() looks for that in the whole batch at once.
+ */
+function encode(events: readonly LedgerEvent[]): Encoded {
+  const quick = columns(events, false);
+  if (quick !== null) return quick;
+  // Throws InvalidEventError for the first event that can never be stored, as each check() would.
+  for (const e of events) check(e);
+  return columns(events, true)!;
+}
+
+/** The chunk of the events, or null when a quick check doubts one (checked: check() passed for each). */
+function columns(events: readonly LedgerEvent[], checked: boolean): Encoded | null {
+  const ids: string[] = [];
+  const customers: string[] = [];
+  const featureKeys: (string | null)[] = [];
+  const kinds: string[] = [];
+  const amounts: string[] = [];
+  const credits: string[] = [];
+  const keys: (string | null)[] = [];
+  const fingerprints: string[] = [];
+  const deltas: number[] = [];
+  const properties: unknown[] = [];
+  const first = events[0]!;
+  const firstProperties = first.properties ?? NO_PROPERTIES;
+  const base = first.occurredAt instanceof Date ? first.occurredAt.getTime() : 0;
+  let sameCustomer = true;
+  let sameFeature = true;
+  let sameKind = true;
+  let sameAmount = true;
+  let sameCredits = true;
+  let sameKey = true;
+  let sameFingerprint = true;
+  let sameProperties = true;
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i]!;
+    const time = e.occurredAt instanceof Date ? e.occurredAt.getTime() : NaN;
+    const props = e.properties ?? NO_PROPERTIES;
+    if (!checked) {
+      if (
+        !isText(e.id) ||
+        !isKind(e.kind) ||
+        !(time >= MIN_TIME && time <= MAX_TIME) ||
+        !hasStringValues(props) ||
+        !isText(e.customerId) ||
+        (e.featureKey !== null && !isText(e.featureKey)) ||
+        !isDecimal(e.amount) ||
+        !isDecimal(e.credits) ||
+        (e.idempotencyKey !== null && !isText(e.idempotencyKey)) ||
+        !isText(e.fingerprint)
+      ) {
+        return null;
+      }
+      ids.push(e.id);
+      customers.push(e.customerId);
+      featureKeys.push(e.featureKey);
+      keys.push(e.idempotencyKey);
+      fingerprints.push(e.fingerprint);
+    } else {
+      // pg wrote a lone surrogate as U+FFFD (UTF-8 has no other way to carry it), where JSON would
+      // carry it escaped and Postgres would refuse it: store what pg stored. Properties went through
+      // JSON.stringify before too, so a lone surrogate there is still refused by Postgres.
+      ids.push(wellFormed(e.id));
+      customers.push(wellFormed(e.customerId));
+      featureKeys.push(e.featureKey === null ? null : wellFormed(e.featureKey));
+      keys.push(e.idempotencyKey === null ? null : wellFormed(e.idempotencyKey));
+      fingerprints.push(wellFormed(e.fingerprint));
+    }
+    kinds.push(e.kind);
+    amounts.push(e.amount);
+    credits.push(e.credits);
+    deltas.push(time - base);
+    properties.push(props);
+    // Compared as given: values that differ only in their lone surrogates are merely not merged.
+    if (e.customerId !== first.customerId) sameCustomer = false;
+    if (e.featureKey !== first.featureKey) sameFeature = false;
+    if (e.kind !== first.kind) sameKind = false;
+    if (e.amount !== first.amount) sameAmount = false;
+    if (e.credits !== first.credits) sameCredits = false;
+    if (e.idempotencyKey !== first.idempotencyKey) sameKey = false;
+    if (e.fingerprint !== first.fingerprint) sameFingerprint = false;
+    if (props !== firstProperties) sameProperties = false;
+  }
+  // The names are INSERT's jsonb_to_record columns; JSON.stringify leaves out the undefined ones.
+  const constants = {
+    base,
+    customer_id: sameCustomer ? customers[0] : undefined,
+    feature_key: sameFeature ? featureKeys[0] : undefined,
+    kind: sameKind ? kinds[0] : undefined,
+    amount: sameAmount ? amounts[0] : undefined,
+    credits: sameCredits ? credits[0] : undefined,
+    idempotency_key: sameKey ? keys[0] : undefined,
+    fingerprint: sameFingerprint ? fingerprints[0] : undefined,
+    properties: sameProperties ? firstProperties : undefined,
+  };
+  const json = JSON.stringify([
+    constants,
+    ids,
+    sameCustomer ? NONE : customers,
+    sameFeature ? NONE : featureKeys,
+    sameKind ? NONE : kinds,
+    sameAmount ? NONE : amounts,
+    sameCredits ? NONE : credits,
+    sameKey ? NONE : keys,
+    sameFingerprint ? NONE : fingerprints,
+    deltas,
+    sameProperties ? NONE : properties,
+  ]);
+  return { ids, customers, keys, json, checked };
+}
+
+/** The events of a chunk, as columns() was given them (apart from what JSON cannot carry). */
+function decode(chunk: string): LedgerEvent[] {
+  const [constants, ids, ...cols] = JSON.parse(chunk) as [Record<string, unknown>, string[], ...unknown[][]];
+  const [customers, featureKeys, kinds, amounts, credits, keys, fingerprints, deltas, properties] = cols as unknown[][];
+  const at = <T>(col: unknown[], name: string, i: number) => (col.length === 0 ? constants[name] : col[i]) as T;
+  return ids.map((id, i) => ({
+    id,
+    customerId: at(customers!, "customer_id", i),
+    featureKey: at(featureKeys!, "feature_key", i),
+    kind: at(kinds!, "kind", i),
+    amount: at(amounts!, "amount", i),
+    credits: at(credits!, "credits", i),
+    idempotencyKey: at(keys!, "idempotency_key", i),
+    fingerprint: at(fingerprints!, "fingerprint", i),
+    occurredAt: new Date((constants["base"] as number) + (deltas![i] as number)),
+    properties: at(properties!, "properties", i),
+  }));
+}
+
+/** String.prototype.isWellFormed and toWellFormed: in every Node that meterd runs on, not in lib ES2022. */
+interface WellFormed {
+  isWellFormed(): boolean;
+  toWellFormed(): string;
+}
+
+function wellFormed(s: string): string {
+  const w = s as unknown as WellFormed;
+  return w.isWellFormed() ? s : w.toWellFormed();
+}
+
+// The quick checks: none passes what check() refuses, but for the NUL characters that screen() finds.
+function isText(value: unknown): value is string {
+  return typeof value === "string" && value !== "";
+}
+
+function isKind(kind: unknown): boolean {
+  return kind === "track" || kind === "set" || kind === "adjustment" || kind === "topup";
+}
+
+function hasStringValues(properties: Record<string, string>): boolean {
+  // for-in also walks inherited keys, which check() ignores: a doubt, never a wrong pass.
+  for (const k in properties) if (typeof properties[k] !== "string") return false;
+  return true;
+}
+
+/** DECIMAL.test, as a loop over the characters: no regex call for "1" or "0". */
+function isDecimal(value: unknown): boolean {
+  if (typeof value !== "string") return false;
+  const n = value.length;
+  let i = n > 0 && value.charCodeAt(0) === 45 /* - */ ? 1 : 0;
+  const whole = i;
+  while (i < n && isDigit(value.charCodeAt(i))) i++;
+  if (i === whole || i - whole > 100) return false;
+  if (i === n) return true;
+  if (value.charCodeAt(i) !== 46 /* . */) return false;
+  const fraction = ++i;
+  while (i < n && isDigit(value.charCodeAt(i))) i++;
+  return i === n && i > fraction && i - fraction <= 100;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+// The exact checks, with the reasons given to the caller; they run only for events the quick checks
+// doubt.
 function text(id: string, field: string, value: unknown, nullable: boolean): string | null {
   if (value === null && nullable) return null;
   if (typeof value !== "string" || value === "") throw new InvalidEventError(id, field, "must be a non-empty string");
@@ -445,7 +787,8 @@ function decimal(id: string, field: string, value: unknown): string {
   return value;
 }
 
-function prepare(e: LedgerEvent): Prepared {
+/** Throws InvalidEventError when the event can never be stored. */
+function check(e: LedgerEvent): void {
   const id = typeof e.id === "string" ? e.id : String(e.id);
   text(id, "id", e.id, false);
   if (!KINDS.has(e.kind)) throw new InvalidEventError(id, "kind", `must be one of ${[...KINDS].join(", ")}`);
@@ -457,18 +800,12 @@ function prepare(e: LedgerEvent): Prepared {
     if (typeof v !== "string") throw new InvalidEventError(id, `properties.${k}`, "must be a string");
     if (k.includes("\u0000") || v.includes("\u0000")) throw new InvalidEventError(id, `properties.${k}`, "must not contain NUL characters");
   }
-  return {
-    id,
-    customerId: text(id, "customerId", e.customerId, false)!,
-    featureKey: text(id, "featureKey", e.featureKey, true),
-    kind: e.kind,
-    amount: decimal(id, "amount", e.amount),
-    credits: decimal(id, "credits", e.credits),
-    idempotencyKey: text(id, "idempotencyKey", e.idempotencyKey, true),
-    fingerprint: text(id, "fingerprint", e.fingerprint, false)!,
-    occurredAt: e.occurredAt.toISOString(),
-    properties: JSON.stringify(properties),
-  };
+  text(id, "customerId", e.customerId, false);
+  text(id, "featureKey", e.featureKey, true);
+  decimal(id, "amount", e.amount);
+  decimal(id, "credits", e.credits);
+  text(id, "idempotencyKey", e.idempotencyKey, true);
+  text(id, "fingerprint", e.fingerprint, false);
 }
 
 function toStored(r: EventRow): StoredEvent {

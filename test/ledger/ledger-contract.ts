@@ -3,7 +3,8 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LedgerEvent } from "../../src/ledger/ledger.js";
-import { InvalidEventError, LedgerClosedError, SqlLedger, type SqlLedgerOptions } from "../../src/ledger/sql-ledger.js";
+import { isPermanentLedgerRefusal } from "../../src/ledger/refusal.js";
+import { DECIMAL, InvalidEventError, LedgerClosedError, SqlLedger, type SqlLedgerOptions } from "../../src/ledger/sql-ledger.js";
 import type { SqlClient } from "../../src/ledger/sql.js";
 import { CountingSql } from "./counting-sql.js";
 
@@ -268,6 +269,171 @@ export function ledgerContract(name: string, open: () => Promise<LedgerFixture>,
       ]);
       expect((await l.walletHistory(c, 2)).map((e) => e.idempotencyKey)).toEqual(["t2", "u1"]);
       expect(await l.walletHistory(c, 0)).toEqual([]);
+    });
+
+    it("keeps unusual text exactly, in every text column and in properties, within a shared commit", async () => {
+      const { ledger: l, sql } = ledger();
+      const c = `${newCustomer()} ü 😀 "q" \\ \u2028 \u0001`;
+      const odd = 'a "quoted" \\ backslash, \\u0000 as text, \u0001\u001f, \u2028\u2029, é, 中文, 😀, \ud83d\ude00, \ufeff';
+      const events = [
+        event(c, {
+          featureKey: `feature ${odd}`,
+          idempotencyKey: `key ${odd}`,
+          fingerprint: `fp ${odd}`,
+          occurredAt: at(1),
+          properties: { [`key ${odd}`]: `value ${odd}`, "": "", "0": "index-like", plain: "x" },
+        }),
+        event(c, { occurredAt: at(2), properties: { "\\u0000": "\\", "😀": "\u0000".replace("\u0000", "nul-free") } }),
+      ];
+      const other = newCustomer();
+      const [outcomes, others] = await Promise.all([l.append(events), l.append([event(other)])]);
+      expect(outcomes).toEqual([{ inserted: true }, { inserted: true }]);
+      expect(others).toEqual([{ inserted: true }]);
+      expect(sql.commits).toBe(1);
+      expect((await l.listEvents(c)).map(({ recordedAt, ...rest }) => rest)).toEqual(events);
+      expect(await l.findByKey(c, `key ${odd}`)).toMatchObject({ id: events[0]!.id });
+    });
+
+    it("given a NUL in one caller's strings, then only that caller is refused, with the first field at fault, and its group commits", async () => {
+      const { ledger: l, sql } = ledger();
+      const c = newCustomer();
+      const bad = event(c, { idempotencyKey: "bad-key" });
+      const results = await Promise.allSettled([
+        l.append([event(c, { idempotencyKey: "good-1" })]),
+        l.append([event(c), { ...bad, customerId: `${c}\u0000`, fingerprint: "f\u0000" }]),
+        l.append([event(c, { properties: { "a\u0000": "b" } })]),
+        // Text that JSON writes with "\u" but that is no NUL: stored as given.
+        l.append([event(c, { idempotencyKey: "good-2", properties: { note: "\\u0000 \u0001" } })]),
+      ]);
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "rejected", "fulfilled"]);
+      const refused = (results[1] as PromiseRejectedResult).reason as InvalidEventError;
+      expect(refused).toBeInstanceOf(InvalidEventError);
+      expect(refused).toMatchObject({ eventId: bad.id, field: "customerId" });
+      expect((results[2] as PromiseRejectedResult).reason).toMatchObject({ field: "properties.a\u0000" });
+      expect(sql.commits).toBe(1);
+      const stored = await l.listEvents(c);
+      expect(stored.map((e) => e.idempotencyKey).sort()).toEqual(["good-1", "good-2"]);
+      expect(stored.find((e) => e.idempotencyKey === "good-2")!.properties).toEqual({ note: "\\u0000 \u0001" });
+    });
+
+    it("given lone surrogates, then text columns store U+FFFD as before, and properties are refused by the database for that caller only", async () => {
+      const { ledger: l } = ledger();
+      const c = newCustomer();
+      const lone = event(`${c}\ud800`, { idempotencyKey: "k\udc00", fingerprint: "f\ud800x" });
+      const [stored, refused, fine] = await Promise.allSettled([
+        l.append([lone]),
+        l.append([event(c, { properties: { note: "\ud800" } })]),
+        l.append([event(c)]),
+      ]);
+      expect(stored).toEqual({ status: "fulfilled", value: [{ inserted: true }] });
+      expect(await l.findById(lone.id)).toMatchObject({
+        customerId: `${c}\ufffd`,
+        idempotencyKey: "k\ufffd",
+        fingerprint: "f\ufffdx",
+      });
+      expect(refused.status).toBe("rejected");
+      expect(isPermanentLedgerRefusal((refused as PromiseRejectedResult).reason)).toBe(true);
+      expect(fine).toEqual({ status: "fulfilled", value: [{ inserted: true }] });
+      expect(await l.listEvents(c)).toHaveLength(1);
+    });
+
+    it("stores every column as given, whether a call repeats a value or varies it", async () => {
+      const { ledger: l } = ledger();
+      const c = newCustomer();
+      const shared = { plan: "pro" };
+      const mixed = [
+        event(c, { occurredAt: at(1), idempotencyKey: "m1", properties: shared }),
+        event(c, { occurredAt: at(2), kind: "topup", featureKey: null, amount: "0", credits: "5", properties: shared }),
+        event(c, { occurredAt: at(3), kind: "set", featureKey: "seats", amount: "3", idempotencyKey: "m3", properties: {} }),
+        event(c, { occurredAt: at(4), kind: "adjustment", amount: "-1.5", fingerprint: "fp-2", properties: { plan: "pro" } }),
+      ];
+      const keyless = [event(c, { occurredAt: at(5) }), event(c, { occurredAt: at(6) })];
+      const topups = [1, 2].map((i) =>
+        event(c, { occurredAt: at(6 + i), kind: "topup", featureKey: null, amount: "0", credits: "1", idempotencyKey: `t${i}` }),
+      );
+      const single = [event(c, { occurredAt: at(9), idempotencyKey: "s", properties: { a: "1", b: "2" } })];
+      for (const call of [mixed, keyless, topups, single]) expect((await l.append(call)).every((o) => o.inserted)).toBe(true);
+      expect((await l.listEvents(c)).map(({ recordedAt, ...rest }) => rest)).toEqual([...mixed, ...keyless, ...topups, ...single]);
+    });
+
+    it("stores occurredAt exactly, from year 1 to 9999, around 1970, all in one call", async () => {
+      const { ledger: l } = ledger();
+      const c = newCustomer();
+      const times = [
+        "2025-03-01T00:00:00.001Z",
+        "0001-01-01T00:00:00.000Z",
+        "9999-12-31T23:59:59.999Z",
+        "1969-12-31T23:59:59.999Z",
+        "1969-12-31T23:59:58.500Z",
+        "1970-01-01T00:00:00.000Z",
+        "1900-02-28T12:34:56.789Z",
+      ].map((iso) => new Date(iso));
+      await l.append(times.map((occurredAt) => event(c, { occurredAt })));
+      // Read as epoch milliseconds in SQL: PGlite's own Date parser reads year 1 as 2001.
+      const stored = await fixture.sql.query<{ ms: string }>(
+        "SELECT (extract(epoch FROM occurred_at) * 1000)::bigint::text AS ms FROM meterd_events WHERE customer_id = $1",
+        [c],
+      );
+      expect(stored.rows.map((r) => Number(r.ms)).sort()).toEqual(times.map((t) => t.getTime()).sort());
+    });
+
+    it("accepts exactly the amounts DECIMAL accepts", async () => {
+      const { ledger: l } = ledger();
+      const c = newCustomer();
+      const candidates = [
+        "0", "-0", "7", "-7", "00", "007", "1.", ".5", "-.5", "1.50", "-", "", "+1", "1e5", " 1", "1 ", "1.2.3", "1,5",
+        "\uff11", "٣", "0x10", "NaN", "Infinity", `${"9".repeat(100)}`, `${"9".repeat(101)}`, `1.${"0".repeat(99)}1`,
+        `1.${"1".repeat(101)}`, "-123.456",
+      ];
+      const results = await Promise.allSettled(candidates.map((amount) => l.append([event(c, { amount, credits: amount })])));
+      results.forEach((r, i) => {
+        const valid = DECIMAL.test(candidates[i]!);
+        expect([candidates[i], r.status]).toEqual([candidates[i], valid ? "fulfilled" : "rejected"]);
+        if (!valid) expect((r as PromiseRejectedResult).reason).toBeInstanceOf(InvalidEventError);
+      });
+      expect((await l.listEvents(c)).map((e) => e.amount).sort()).toEqual(
+        ["0", "0", "7", "-7", "0", "7", "1.5", "9".repeat(100), `1.${"0".repeat(99)}1`, "-123.456"].sort(),
+      );
+    });
+
+    it("writes the events as they were when append() was called, whatever the caller changes afterwards", async () => {
+      const { ledger: l } = ledger();
+      const c = newCustomer();
+      const properties: Record<string, string> = { region: "eu" };
+      const events = [event(c, { idempotencyKey: "snap", properties }), event(c, { properties })];
+      const expected = structuredClone(events);
+      const pending = l.append(events);
+      events[0]!.amount = "99";
+      events[0]!.idempotencyKey = "changed";
+      events[1]!.occurredAt.setTime(0);
+      properties.region = "us";
+      events.push(event(c));
+      expect(await pending).toEqual([{ inserted: true }, { inserted: true }]);
+      expect((await l.listEvents(c)).map(({ recordedAt, ...rest }) => rest)).toEqual(expected);
+    });
+
+    it("given repeats across the callers of one commit and a stored conflict, then each event reports its own outcome", async () => {
+      const { ledger: l, sql } = ledger();
+      const c = newCustomer();
+      const stored = event(c, { idempotencyKey: "kx", fingerprint: "fp-x" });
+      await l.append([stored]);
+      const x = await l.findById(stored.id);
+      const a1 = event(c, { idempotencyKey: "k1", fingerprint: "fp-a1" });
+      const a2 = event(c, { idempotencyKey: "k2", fingerprint: "fp-a2" });
+      const b2 = event(c, { idempotencyKey: "kb" });
+      const [a, b, cc] = await Promise.all([
+        l.append([a1, a2]),
+        l.append([{ ...event(c), id: a1.id, idempotencyKey: "other" }, b2, event(c, { idempotencyKey: "kx" })]),
+        l.append([event(c, { idempotencyKey: "k2" })]),
+      ]);
+      expect(sql.commits).toBe(2);
+      const [r1, r2] = [await l.findById(a1.id), await l.findById(a2.id)];
+      expect(r1).toMatchObject({ fingerprint: "fp-a1" });
+      expect(a).toEqual([{ inserted: true }, { inserted: true }]);
+      expect(b).toEqual([{ inserted: false, existing: r1 }, { inserted: true }, { inserted: false, existing: x }]);
+      expect(cc).toEqual([{ inserted: false, existing: r2 }]);
+      expect(await l.findByKey(c, "other")).toBeNull();
+      expect(await l.listEvents(c)).toHaveLength(4);
     });
 
     it("given queued appends, when closed, then they commit first, the client closes, and later appends fail", async () => {
