@@ -234,9 +234,9 @@ export class SqlLedger implements Ledger {
 
   async customersWithEvents(customerIds: readonly string[]): Promise<Set<string>> {
     if (customerIds.length === 0) return new Set();
+    // Through a function whose settings keep the per-customer index probes (migration 004).
     const res = await this.sql.query<{ customer_id: string }>(
-      `SELECT c.customer_id FROM unnest($1::text[]) AS c(customer_id)
-        WHERE EXISTS (SELECT 1 FROM meterd_events e WHERE e.customer_id = c.customer_id)`,
+      "SELECT meterd_customers_with_events($1::text[]) AS customer_id",
       [customerIds],
     );
     return new Set(res.rows.map((r) => r.customer_id));
