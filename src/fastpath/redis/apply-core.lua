@@ -52,7 +52,7 @@ end
 
 -- keys: record (false for an event without an idempotency key), counter (the wallet key again when the
 -- event has no counter), wallet, marker.
--- args: index (the event's place in the call, from 1), eventId, fingerprint, op ("add": amount = units;
+-- args: index (the event's place in the call, from 1, as a string), eventId, fingerprint, op ("add": amount = units;
 -- "set": amount = target), amount, expected ("" for any), limit ("" for none), walletDelta,
 -- walletMayGoNegative ("1"/"0"), usesCounter ("1"/"0"), recordTtl.
 local function applyOne(cache, recordKey, counterKey, walletKey, markerKey,
@@ -80,10 +80,16 @@ local function applyOne(cache, recordKey, counterKey, walletKey, markerKey,
 
   local usesWallet = walletDelta ~= 0
   local consumed, wallet = 0, 0
+  local consumedText = "0"
   local counterMissing, walletMissing = 0, 0
   if usesCounter then
     local value = cget(cache, counterKey)
-    if value then consumed = tonumber(value) else counterMissing = 1 end
+    if value then
+      consumed = tonumber(value)
+      consumedText = value
+    else
+      counterMissing = 1
+    end
   end
   if usesWallet then
     local value = cget(cache, walletKey)
@@ -111,20 +117,24 @@ local function applyOne(cache, recordKey, counterKey, walletKey, markerKey,
   end
   if math.abs(walletAfter) > MAX then return {"OUT_OF_RANGE", int(consumed)} end
 
-  if usesCounter then cset(cache, counterKey, int(after)) end
-  if usesWallet then cset(cache, walletKey, int(walletAfter)) end
-  local before, afterText, deltaText = int(consumed), int(after), int(delta)
+  -- Texts are formatted only where they are new: the stored total, an added amount and the wallet delta
+  -- are the integer strings they came as. This runs for every event of every batch.
+  local afterText = int(after)
+  local deltaText = op == "add" and amountArg or int(delta)
   local walletAfterText = usesWallet and int(walletAfter) or ""
-  local walletDeltaText = int(walletDelta)
   local counterFlag = usesCounter and "1" or "0"
+  if usesCounter then cset(cache, counterKey, afterText) end
+  if usesWallet then cset(cache, walletKey, walletAfterText) end
   -- The record answers a retry of the key: pending while its batch lists the event, then settled. It
   -- expires after recordTtl, the window in which Redis alone answers a retry (the ledger's key after).
   if recordKey then
-    redis.call("SET", recordKey, table.concat({"B", fingerprint, eventId, cache.batchKey, index, before, afterText,
-      deltaText, walletAfterText, walletDeltaText, counterFlag}, "\t"), "EX", recordTtl)
+    redis.call("SET", recordKey, "B\t" .. fingerprint .. "\t" .. eventId .. "\t" .. cache.batchKey .. "\t" .. index .. "\t" ..
+      consumedText .. "\t" .. afterText .. "\t" .. deltaText .. "\t" .. walletAfterText .. "\t" .. walletDeltaArg .. "\t" ..
+      counterFlag, "EX", recordTtl)
   end
-  cache.appliedIndexes[tostring(index)] = true
-  cache.applied[#cache.applied + 1] = table.concat({index, deltaText, walletDeltaText, counterFlag,
-    recordKey or walletKey, eventId}, "\t")
-  return {"APPLIED", before, afterText, deltaText, usesWallet and walletAfterText or false}
+  cache.appliedIndexes[index] = true
+  cache.applied[#cache.applied + 1] = index .. "\t" .. deltaText .. "\t" .. walletDeltaArg .. "\t" .. counterFlag .. "\t" ..
+    (recordKey or walletKey) .. "\t" .. eventId
+  -- The common answer as its line already (see apply-many.lua); the others are tables.
+  return "APPLIED\t" .. consumedText .. "\t" .. afterText .. "\t" .. deltaText .. "\t" .. walletAfterText
 end

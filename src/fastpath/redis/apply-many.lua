@@ -5,10 +5,11 @@
 --   n  how many were applied; m how many of those are done (committed or undone), d their indexes
 --   a  this call's answer, for a resent call
 -- and is listed in the outbox (KEYS[2]), scored by its apply time.
--- KEYS: the batch, the outbox, then per customer group: wallet, marker, then per event its record (its
--- counter key again when it has no idempotency key) and its counter.
--- ARGV: recordTtl, the rows (lines), then per group its number of events, then per event one string:
--- applyOne's args from eventId to usesCounter, then keyed ("1"/"0"), tab-separated.
+-- KEYS: the batch, the outbox, then every other key the call touches, once each; the arguments name
+-- them by their index in KEYS (a counter shared by many events is sent once).
+-- ARGV: recordTtl, the rows (lines), then per customer group "<events>\t<wallet>\t<marker>" and per event
+-- one string: applyOne's args from eventId to usesCounter, then its record ("0" without an idempotency
+-- key) and its counter (its wallet when it has none), tab-separated.
 -- Returns one string: each event's reply (applyOne's fields, tab-separated) on a line of its own, in order;
 -- one string is far cheaper for Redis to send and for the client to read than a thousand nested arrays.
 local batchKey = KEYS[1]
@@ -23,27 +24,30 @@ local cache = newCache(batchKey, KEYS[2])
 cache.tombstone = settledBefore
 local replies = {}
 local ttl = ARGV[1]
-local k, a = 3, 3
+local a = 3
 local index = 0
 while a <= #ARGV do
-  local n = tonumber(ARGV[a])
+  local n, walletAt, markerAt = string.match(ARGV[a], "^(%d+)\t(%d+)\t(%d+)$")
+  if not n then return redis.error_reply("ERR meterd apply-many: malformed group argument") end
   a = a + 1
-  local walletKey, markerKey = KEYS[k], KEYS[k + 1]
-  k = k + 2
-  for _ = 1, n do
+  local walletKey, markerKey = KEYS[tonumber(walletAt)], KEYS[tonumber(markerAt)]
+  for _ = 1, tonumber(n) do
     index = index + 1
-    local eventId, fingerprint, op, amount, expected, limit, walletDelta, mayGoNegative, usesCounter, keyed =
-      string.match(ARGV[a], "^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)$")
+    local eventId, fingerprint, op, amount, expected, limit, walletDelta, mayGoNegative, usesCounter, recordAt, counterAt =
+      string.match(ARGV[a], "^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(%d+)\t(%d+)$")
     if not eventId then return redis.error_reply("ERR meterd apply-many: malformed event argument") end
-    if settledBefore and keyed ~= "1" then return redis.error_reply("ERR meterd apply-many: batch already settled") end
-    local reply = applyOne(cache, keyed == "1" and KEYS[k] or false, KEYS[k + 1], walletKey, markerKey,
-      index, eventId, fingerprint, op, amount, expected, limit, walletDelta, mayGoNegative, usesCounter, ttl)
-    if reply.err then return reply end
-    -- false (no wallet movement) is sent as an empty field; a stored result keeps to its line.
-    if reply[5] == false then reply[5] = "" end
-    if reply[1] == "DUPLICATE" then reply[2] = string.gsub(string.gsub(reply[2], "\\", "\\\\"), "\n", "\\n") end
-    replies[#replies + 1] = table.concat(reply, "\t")
-    k = k + 2
+    if settledBefore and recordAt == "0" then return redis.error_reply("ERR meterd apply-many: batch already settled") end
+    local reply = applyOne(cache, recordAt ~= "0" and KEYS[tonumber(recordAt)], KEYS[tonumber(counterAt)], walletKey, markerKey,
+      tostring(index), eventId, fingerprint, op, amount, expected, limit, walletDelta, mayGoNegative, usesCounter, ttl)
+    if type(reply) == "string" then
+      replies[#replies + 1] = reply
+    else
+      if reply.err then return reply end
+      -- false (no wallet movement) is sent as an empty field; a stored result keeps to its line.
+      if reply[5] == false then reply[5] = "" end
+      if reply[1] == "DUPLICATE" then reply[2] = string.gsub(string.gsub(reply[2], "\\", "\\\\"), "\n", "\\n") end
+      replies[#replies + 1] = table.concat(reply, "\t")
+    end
     a = a + 1
   end
 end

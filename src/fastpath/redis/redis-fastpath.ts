@@ -166,20 +166,27 @@ export class RedisFastPath implements FastPath {
     const head = reqs[groups[0]![0]!]!;
     const batchKey = this.keys.batch(head.customerId, head.eventId);
     const keys: string[] = [batchKey, this.keys.outbox()];
+    // Each key once; arguments name keys by their 1-based place in KEYS.
+    const keyAt = (key: string): number => keys.push(key);
+    const counterAt = new Map<string, number>();
     const rows: string[] = [];
     const args: string[] = [this.settledTtl, ""];
     const order: number[] = [];
     for (const group of groups) {
       const customerId = reqs[group[0]!]!.customerId;
       const customerPart = this.keys.customer(customerId);
-      keys.push(this.keys.wallet(customerId), this.keys.marker(customerId));
-      args.push(String(group.length));
+      const walletAt = keyAt(this.keys.wallet(customerId));
+      args.push(`${group.length}\t${walletAt}\t${keyAt(this.keys.marker(customerId))}`);
       for (const i of group) {
         const req = reqs[i]!;
-        const counterKey = this.counterKey(req);
-        const keyed = req.dedupeKey !== req.eventId;
-        keys.push(keyed ? this.keys.recordIn(customerPart, req.dedupeKey) : counterKey, counterKey);
-        args.push(this.eventArgs(req, keyed));
+        let counter = walletAt;
+        if (req.counter) {
+          const counterKey = this.counterKey(req);
+          counter = counterAt.get(counterKey) ?? 0;
+          if (counter === 0) counterAt.set(counterKey, (counter = keyAt(counterKey)));
+        }
+        const record = req.dedupeKey !== req.eventId ? keyAt(this.keys.recordIn(customerPart, req.dedupeKey)) : 0;
+        args.push(`${this.eventArgs(req)}\t${record}\t${counter}`);
         if (req.record.includes("\n")) throw new RangeError("an outbox row may not contain a line break");
         rows.push(req.record);
         order.push(i);
@@ -389,8 +396,8 @@ export class RedisFastPath implements FastPath {
     return key;
   }
 
-  /** An event's arguments for apply-many.lua, as one tab-separated string. */
-  private eventArgs(req: ApplyRequest, keyed: boolean): string {
+  /** An event's arguments for apply-many.lua but its keys, as one tab-separated string. */
+  private eventArgs(req: ApplyRequest): string {
     const { op } = req;
     if (req.eventId.includes("\t") || req.fingerprint.includes("\t")) {
       throw new RangeError("eventId and fingerprint may not contain a tab");
@@ -399,7 +406,7 @@ export class RedisFastPath implements FastPath {
       op.kind === "set" && op.expected !== null ? intArg("expected", op.expected) : ""
     }\t${req.limit === null ? "" : intArg("limit", req.limit)}\t${intArg("walletDelta", req.walletDelta)}\t${flag(req.walletMayGoNegative)}\t${flag(
       req.counter !== null,
-    )}\t${flag(keyed)}`;
+    )}`;
   }
 
   /** Records in one format whatever wrote them (read-records.lua), in one call. */

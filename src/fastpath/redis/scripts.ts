@@ -32,10 +32,10 @@ export type LoadReply = [code: "LOADED"] | [code: "ALREADY_LOADED"] | [code: "NO
 declare module "ioredis" {
   interface RedisCommander<Context> {
     /**
-     * apply-many.lua: events of any customers. numKeys, then the batch and outbox keys, then per customer
-     * group its wallet and marker keys and per event its record and counter keys; then recordTtl, the outbox
-     * rows (a line each), and per group its number of events followed by one string per event (see the
-     * script). Answers one string: each event's reply, its fields tab-separated, a line each, in order.
+     * apply-many.lua: events of any customers. numKeys, then the batch and outbox keys and every other key
+     * the call touches, once each; then recordTtl, the outbox rows (a line each), and per customer group
+     * a header naming its wallet and marker, followed by one string per event (see the script). Answers
+     * one string: each event's reply, its fields tab-separated, a line each, in order.
      */
     meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<string, Context>;
     /** settle.lua: numKeys, then the outbox and the batches; then tombstoneTtl and per batch the indexes settled, a line each. */
