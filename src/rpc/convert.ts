@@ -17,27 +17,44 @@ export function denyReasonToMsg(reason: DomainDenyReason | null): DenyReason {
   return reason === null ? DenyReason.UNSPECIFIED : denyReasons[reason];
 }
 
-function periodFields(u: UsageSnapshot): { periodStart?: Timestamp; periodEnd?: Timestamp } {
-  return {
-    ...(u.periodStart !== null ? { periodStart: timestampFromMs(u.periodStart) } : {}),
-    ...(u.periodEnd !== null ? { periodEnd: timestampFromMs(u.periodEnd) } : {}),
-  };
+function periodFields(u: { periodStart: number | null; periodEnd: number | null }): { periodStart?: Timestamp; periodEnd?: Timestamp } {
+  const fields: { periodStart?: Timestamp; periodEnd?: Timestamp } = {};
+  if (u.periodStart !== null) fields.periodStart = periodTimestamp(u.periodStart);
+  if (u.periodEnd !== null) fields.periodEnd = periodTimestamp(u.periodEnd);
+  return fields;
+}
+
+/**
+ * Period bounds repeat across the usages of a batch (one per customer and feature, mostly the same
+ * month): their Timestamp messages are made once and shared, since responses are only read.
+ */
+const periodTimestamps = new Map<number, Timestamp>();
+
+function periodTimestamp(ms: number): Timestamp {
+  let timestamp = periodTimestamps.get(ms);
+  if (timestamp === undefined) {
+    if (periodTimestamps.size >= 1024) periodTimestamps.clear();
+    periodTimestamps.set(ms, (timestamp = timestampFromMs(ms)));
+  }
+  return timestamp;
 }
 
 export function usageToMsg(u: UsageSnapshot): MessageInitShape<typeof UsageSchema> {
-  return {
+  const msg: MessageInitShape<typeof UsageSchema> = {
     featureKey: u.featureKey,
     consumed: u.consumed,
     limit: u.limit ?? 0,
     remaining: u.remaining,
     unlimited: u.limit === null,
     percentageUsed: u.percentageUsed,
-    ...periodFields(u),
     overage: u.overage,
     limitKind: u.hard ? LimitKind.HARD : LimitKind.SOFT,
     creditBalance: u.creditBalance ?? 0,
     creditsCharged: u.creditsCharged,
   };
+  if (u.periodStart !== null) msg.periodStart = periodTimestamp(u.periodStart);
+  if (u.periodEnd !== null) msg.periodEnd = periodTimestamp(u.periodEnd);
+  return msg;
 }
 
 /** `withUsage` false leaves `usage` unset: the lean per-event result of a batch or a stream. */
