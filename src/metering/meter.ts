@@ -66,8 +66,6 @@ export class Meter {
   private readonly sweeper: OutboxSweeper;
   private readonly settling = new Set<Promise<void>>();
   private readonly settleQueue: SettleItem[] = [];
-  /** Terms belong to one customer: a weak map from them to their counter. */
-  private readonly counterRefs = new WeakMap<Terms, CounterRef>();
 
   constructor(deps: MeterDeps) {
     this.counters = new Counters(deps.fastPath, deps.ledger, deps.rebuildGraceMs);
@@ -99,7 +97,7 @@ export class Meter {
     // One instant for the whole call, so that events without a timestamp share their terms (a customer's
     // plan and period), worked out once per (customer, feature).
     const now = this.clock();
-    const terms = new Map<string, Terms | null>();
+    const terms = new Map<string, SharedTerms>();
     const prepared = inputs.map((input) => {
       try {
         return this.prepareTrack(input, caller, now, terms);
@@ -197,7 +195,7 @@ export class Meter {
   }
 
   /** Validates and prices one Track; a TrackOutcome when it is decided without the fast path. */
-  private prepareTrack(input: TrackInput, caller: Caller, now = this.clock(), shared?: Map<string, Terms | null>): Prepared | TrackOutcome {
+  private prepareTrack(input: TrackInput, caller: Caller, now = this.clock(), shared?: Map<string, SharedTerms>): Prepared | TrackOutcome {
     checkCustomerId(input.customerId);
     const feature = this.featureOf(input.featureKey);
     const amount = amountToUnits(input.amount, feature.precision);
@@ -211,11 +209,16 @@ export class Meter {
     if (input.timestamp) checkTimestamp(input.timestamp, now, this.window);
 
     const customer = this.catalog.customer(input.customerId);
-    let terms: Terms | null | undefined;
+    let terms: Terms | null;
+    let counter: CounterRef | null | undefined;
     if (shared && !input.timestamp) {
       const pair = `${customer.id.length}:${customer.id}${feature.key}`;
-      terms = shared.get(pair);
-      if (terms === undefined) shared.set(pair, (terms = this.termsAt(customer, feature, at)));
+      let found = shared.get(pair);
+      if (found === undefined) {
+        const t = this.termsAt(customer, feature, at);
+        shared.set(pair, (found = { terms: t, counter: t ? counterRef(customer.id, t) : null }));
+      }
+      ({ terms, counter } = found);
     } else {
       terms = this.termsAt(customer, feature, at);
     }
@@ -229,7 +232,7 @@ export class Meter {
       occurredAt: at,
       properties: input.properties,
       walletDelta: amount.units < 0 ? charge : -charge,
-    });
+    }, counter);
   }
 
   async setUsage(input: SetUsageInput): Promise<TrackOutcome> {
@@ -341,12 +344,14 @@ export class Meter {
     terms: Terms | null,
     op: ApplyRequest["op"],
     event: { kind: EventKind; occurredAt: Date; properties: Record<string, string>; walletDelta: number },
+    /** The counter, when the caller already has it (events of a batch share theirs). */
+    shared?: CounterRef | null,
   ): Prepared {
     // The id is given before the fast path, so that a resent command cannot count twice.
     const eventId = randomUUID();
     const hard = terms?.entitlement.hard ?? true;
     const dedupeKey = idempotencyKey === "" ? eventId : idempotencyKey;
-    const counter = terms ? this.counterOf(customer.id, terms) : null;
+    const counter = shared !== undefined ? shared : terms ? counterRef(customer.id, terms) : null;
     const row: Prepared["row"] = {
       id: eventId,
       customerId: customer.id,
@@ -623,13 +628,6 @@ export class Meter {
     return { eventId: "", allowed: false, denyReason: "not_entitled", duplicate: false, usage: snapshot(terms, 0, null), thresholdsCrossed: [], delta: 0 };
   }
 
-  /** The counter of a customer's terms; events sharing their terms (see trackMany) share it too. */
-  private counterOf(customerId: string, terms: Terms): CounterRef {
-    let ref = this.counterRefs.get(terms);
-    if (!ref) this.counterRefs.set(terms, (ref = counterRef(customerId, terms)));
-    return ref;
-  }
-
   private display(p: Prepared, units: number): string {
     return unitsToDecimal(units, p.terms?.feature.precision ?? 0);
   }
@@ -644,6 +642,12 @@ export class Meter {
 function unsure(pending: readonly Prepared[], error: unknown): Array<MeterError | undefined> {
   const failed = error instanceof MeterError ? error : fastPathUnavailable(error);
   return pending.map((p) => (p.row.idempotencyKey === null ? failed : undefined));
+}
+
+/** A customer's terms for a feature and their counter, shared by the events of a batch without a timestamp. */
+interface SharedTerms {
+  terms: Terms | null;
+  counter: CounterRef | null;
 }
 
 function keyConflict(key: string): MeterError {

@@ -121,7 +121,6 @@ export class RedisFastPath implements FastPath {
   readonly keys: RedisKeyspace;
   private readonly redis: Redis;
   private readonly settledTtl: string;
-  private readonly counterKeys = new WeakMap<CounterRef, string>();
   private applyQueue: Array<{ req: ApplyRequest; resolve(result: ApplyResult): void; reject(error: unknown): void }> = [];
 
   constructor(options: RedisFastPathOptions) {
@@ -169,6 +168,8 @@ export class RedisFastPath implements FastPath {
     // Each key once; arguments name keys by their 1-based place in KEYS.
     const keyAt = (key: string): number => keys.push(key);
     const counterAt = new Map<string, number>();
+    // Events of a batch share their counter refs (see Meter): each key is encoded once per call.
+    const counterKeys = new Map<CounterRef, string>();
     const rows: string[] = [];
     const args: string[] = [this.settledTtl, ""];
     const order: number[] = [];
@@ -181,7 +182,8 @@ export class RedisFastPath implements FastPath {
         const req = reqs[i]!;
         let counter = walletAt;
         if (req.counter) {
-          const counterKey = this.counterKey(req);
+          let counterKey = counterKeys.get(req.counter);
+          if (counterKey === undefined) counterKeys.set(req.counter, (counterKey = this.keys.counter(req.counter)));
           counter = counterAt.get(counterKey) ?? 0;
           if (counter === 0) counterAt.set(counterKey, (counter = keyAt(counterKey)));
         }
@@ -388,12 +390,8 @@ export class RedisFastPath implements FastPath {
   async close(): Promise<void> {}
 
   private counterKey(req: ApplyRequest): string {
-    // Without a counter, the counter's place repeats a key of the same slot; the script does not touch it.
-    if (!req.counter) return this.keys.wallet(req.customerId);
-    // Events of one batch share their counter refs (see Meter): each key is encoded once.
-    let key = this.counterKeys.get(req.counter);
-    if (key === undefined) this.counterKeys.set(req.counter, (key = this.keys.counter(req.counter)));
-    return key;
+    // Without a counter, revert.lua gets the wallet key in the counter's place, and does not touch it.
+    return req.counter ? this.keys.counter(req.counter) : this.keys.wallet(req.customerId);
   }
 
   /** An event's arguments for apply-many.lua but its keys, as one tab-separated string. */
