@@ -322,6 +322,18 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
         expect(await walletValue()).toBe(97);
       });
 
+      it("an event left NOT_LOADED by one call is applied by the next, with its own answer", async () => {
+        const other = `cust_${randomUUID()}`;
+        const otherCounter = { ...counter, customerId: other };
+        await fp.markLive(other);
+        const waiting = add(1, { customerId: other, counter: otherCounter, dedupeKey: "nl-a" });
+        const [first, second] = await fp.applyMany([waiting, add(2, { dedupeKey: "nl-b" })]);
+        expect(first).toMatchObject({ code: "NOT_LOADED", counter: true });
+        expect(second).toMatchObject({ code: "APPLIED", after: 2 });
+        await fp.loadCounter(otherCounter, 10);
+        expect(await fp.applyMany([waiting])).toEqual([expect.objectContaining({ code: "APPLIED", before: 10, after: 11 })]);
+      });
+
       it("an event of a batch settled alone leaves the others pending", async () => {
         const a = add(1, { dedupeKey: "part-a" });
         const b = add(1, { dedupeKey: "part-b" });

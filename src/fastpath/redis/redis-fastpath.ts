@@ -1,6 +1,7 @@
 // The Redis fast path: the same behaviour as MemoryFastPath, with the decisions of a call made by one Lua
 // script (./apply-many.lua) in one atomic step. All keys of one customer share the Cluster hash tag
 // {c:<customer>}, and every key is passed to the scripts through KEYS.
+import { randomUUID } from "node:crypto";
 import type { ChainableCommander, Redis } from "ioredis";
 import type { ApplyRequest, ApplyResult, CounterRef, FastPath, PendingRef, Readings, SettleItem, StaleEvent } from "../fastpath.js";
 import { type ParsedRecord, parseRecord } from "./record.js";
@@ -40,8 +41,8 @@ const POLL_MAX_MS = 100;
  *   <prefix>{c:<customer>}:w                      credit wallet (integer string)
  *   <prefix>{c:<customer>}:k:<idempotency key>    idempotency record (one string, see record.lua): what
  *                                                 the event was answered, and its batch
- *   <prefix>{c:<customer>}:b:<event id>           batch: the outbox entry of one apply call, named by its
- *                                                 first event, in its first customer's slot (apply-many.lua)
+ *   <prefix>{c:<customer>}:b:<call id>            batch: the outbox entry of one apply call, named by a
+ *                                                 random id, in its first customer's slot (apply-many.lua)
  *   <prefix>outbox                                the pending batches, scored by apply time (ms): what the
  *                                                 sweeper reads, without scanning the keyspace. One key on a
  *                                                 single Redis; a Redis Cluster needs one per node.
@@ -88,8 +89,8 @@ export class RedisKeyspace {
     return `${customerPart}:k:${encodeURIComponent(dedupeKey)}`;
   }
 
-  batch(customerId: string, eventId: string): string {
-    return `${this.customer(customerId)}:b:${encodeURIComponent(eventId)}`;
+  batch(customerId: string, callId: string): string {
+    return `${this.customer(customerId)}:b:${encodeURIComponent(callId)}`;
   }
 
   isBatch(key: string): boolean {
@@ -162,8 +163,9 @@ export class RedisFastPath implements FastPath {
   async applyMany(reqs: ApplyRequest[]): Promise<ApplyResult[]> {
     if (reqs.length === 0) return [];
     const groups = groupIndexes(reqs, (req) => req.customerId);
-    const head = reqs[groups[0]![0]!]!;
-    const batchKey = this.keys.batch(head.customerId, head.eventId);
+    // A batch is named by the call, never by an event: an event left NOT_LOADED by one call is applied
+    // again by the next, and a resent call (the same command again) must find its own batch.
+    const batchKey = this.keys.batch(reqs[groups[0]![0]!]!.customerId, randomUUID());
     const keys: string[] = [batchKey, this.keys.outbox()];
     // Each key once; arguments name keys by their 1-based place in KEYS.
     const keyAt = (key: string): number => keys.push(key);
