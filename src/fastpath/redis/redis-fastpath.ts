@@ -26,6 +26,9 @@ export const DEFAULT_SETTLED_TTL_SECONDS = 7 * 24 * 3600;
  */
 const TOMBSTONE_TTL_SECONDS = "60";
 
+/** The most batches one staleEvents() call reads. */
+const SWEEP_BATCHES = 8;
+
 /** The most single applies sent together in one call. */
 const MAX_COALESCED = 1000;
 
@@ -244,7 +247,9 @@ export class RedisFastPath implements FastPath {
   async staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]> {
     const [seconds, micros] = await this.redis.time();
     const cutoff = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - olderThanMs;
-    const batches = await this.redis.zrangebyscore(this.keys.outbox(), "-inf", cutoff, "LIMIT", 0, max);
+    // A batch holds up to a thousand events or so: a few batches make a sweep of `max` events, and a
+    // backlog (a ledger away for minutes) is read a few batches per sweep, not all at once.
+    const batches = await this.redis.zrangebyscore(this.keys.outbox(), "-inf", cutoff, "LIMIT", 0, Math.max(1, Math.min(max, SWEEP_BATCHES)));
     const stale = await this.readBatches(batches);
     // A batch that is gone (completed, or lost with Redis' data) is not an outbox entry any more.
     const gone = batches.filter((batchKey) => !stale.has(batchKey));
