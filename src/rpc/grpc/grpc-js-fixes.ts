@@ -1,4 +1,4 @@
-// Two corrections to @grpc/grpc-js 1.14's server call, made where it decides before any interceptor
+// Three corrections to @grpc/grpc-js 1.14's server call, made where it decides before any interceptor
 // can see the call (BaseServerInterceptingCall, which the package exports under build/src).
 //
 // 1. Deadlines. grpc-js turns grpc-timeout into ms with `| 0` and hands it to setTimeout: 30 days
@@ -8,7 +8,11 @@
 //    not decompress, or carries a malformed grpc-timeout gets INTERNAL from grpc-js, which makes a
 //    client's bug look like a server fault. Those statuses become INVALID_ARGUMENT; every other
 //    INTERNAL is left alone, so INTERNAL keeps meaning a fault worth an alert.
-// No grpc/grpc-node issue was found for either; remove a fix once grpc-js makes it its own.
+// 3. A message after the status. When a stream's deadline passes, grpc-js sends its status (ending the
+//    HTTP/2 stream and waiting to send trailers), but a response the handler writes a moment later is
+//    still written: a write after end, which fails the stream before its trailers go, so the client
+//    waits forever (HTTP 200, no grpc-status). Here a message after the status is dropped.
+// No grpc/grpc-node issue was found for any of them; remove a fix once grpc-js makes it its own.
 import { createRequire } from "node:module";
 import { status as GrpcStatus, type StatusObject } from "@grpc/grpc-js";
 
@@ -31,6 +35,9 @@ const CALLER_FAULTS: ReadonlyArray<[RegExp, string]> = [
 interface BaseCall {
   handleTimeoutHeader(value: unknown): void;
   sendStatus(status: Partial<StatusObject>): void;
+  sendMessage(message: unknown, callback: () => void): void;
+  /** Set here once a status has been sent: nothing may be written after it. */
+  meterdStatusSent?: boolean;
 }
 
 let applied = false;
@@ -43,9 +50,9 @@ export function applyGrpcJsFixes(): void {
     BaseServerInterceptingCall: { prototype: BaseCall };
   };
   const proto = BaseServerInterceptingCall.prototype;
-  const { handleTimeoutHeader, sendStatus } = proto;
-  if (typeof handleTimeoutHeader !== "function" || typeof sendStatus !== "function") {
-    throw new Error("@grpc/grpc-js changed: BaseServerInterceptingCall no longer has handleTimeoutHeader/sendStatus");
+  const { handleTimeoutHeader, sendStatus, sendMessage } = proto;
+  if (typeof handleTimeoutHeader !== "function" || typeof sendStatus !== "function" || typeof sendMessage !== "function") {
+    throw new Error("@grpc/grpc-js changed: BaseServerInterceptingCall no longer has handleTimeoutHeader/sendStatus/sendMessage");
   }
 
   proto.handleTimeoutHeader = function (this: BaseCall, value: unknown) {
@@ -56,7 +63,17 @@ export function applyGrpcJsFixes(): void {
     else handleTimeoutHeader.call(this, value);
   };
 
+  proto.sendMessage = function (this: BaseCall, message: unknown, callback: () => void) {
+    // The call is over: the message is dropped, and the writer told it is done so that it does not stall.
+    if (this.meterdStatusSent === true) {
+      process.nextTick(callback);
+      return;
+    }
+    sendMessage.call(this, message, callback);
+  };
+
   proto.sendStatus = function (this: BaseCall, status: Partial<StatusObject>) {
+    this.meterdStatusSent = true;
     if (status.code === GrpcStatus.INTERNAL && typeof status.details === "string") {
       const fault = CALLER_FAULTS.find(([pattern]) => pattern.test(status.details!));
       if (fault) {
