@@ -91,6 +91,13 @@ export type ApplyResult =
    */
   | { code: "NOT_LOADED"; counter: boolean; wallet: boolean; customer: boolean };
 
+/** A customer the ledger has never seen, with what its first events need loaded. */
+export interface FreshCustomer {
+  customerId: string;
+  counters: CounterRef[];
+  wallet: boolean;
+}
+
 export interface SettleItem {
   customerId: string;
   dedupeKey: string;
@@ -134,6 +141,11 @@ export interface FastPath {
   markLive(customerId: string): Promise<void>;
   /** Whether the customer is live; a reader must not load counters of a customer that is not. */
   isLive(customerId: string): Promise<boolean>;
+  /**
+   * For customers the ledger has never seen: marks each live and sets the given counters and wallet to 0,
+   * unless already loaded. In one round trip where the backend allows.
+   */
+  startFresh(customers: ReadonlyArray<FreshCustomer>): Promise<void>;
   /** Sets a counter from the ledger's sum, unless it is already loaded or the customer is not live. */
   loadCounter(counter: CounterRef, units: number): Promise<void>;
   /** Sets a wallet from the ledger's sum, unless it is already loaded or the customer is not live. */

@@ -1,7 +1,7 @@
 // The in-process fast path of the embedded default. Atomic by construction: apply() runs from its
 // first read to its last write without an await, so no other call can interleave with a decision.
 import { MAX_UNITS } from "../metering/decimal.js";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Original, Readings, SettleItem, StaleEvent } from "./fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, FreshCustomer, Original, Readings, SettleItem, StaleEvent } from "./fastpath.js";
 
 interface KeyRecord {
   fingerprint: string;
@@ -172,6 +172,13 @@ export class MemoryFastPath implements FastPath {
 
   async isLive(): Promise<boolean> {
     return true;
+  }
+
+  async startFresh(customers: ReadonlyArray<FreshCustomer>): Promise<void> {
+    for (const { customerId, counters, wallet } of customers) {
+      for (const counter of counters) await this.loadCounter(counter, 0);
+      if (wallet) await this.loadWallet(customerId, 0);
+    }
   }
 
   async loadCounter(counter: CounterRef, units: number): Promise<void> {

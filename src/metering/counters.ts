@@ -1,6 +1,6 @@
 // The counters as the metering rules read them: from the fast path, loaded from the ledger's sums
 // where the fast path lacks them, and rebuilt after the fast path lost a customer's data.
-import type { CounterRef, FastPath } from "../fastpath/fastpath.js";
+import type { CounterRef, FastPath, FreshCustomer } from "../fastpath/fastpath.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { decimalToUnits } from "./decimal.js";
 import { fastPathUnavailable, ledgerUnavailable, MeterError } from "./errors.js";
@@ -87,7 +87,7 @@ export class Counters {
     if (rebuild.length > 0) {
       const withHistory = await this.ledger.customersWithEvents(rebuild).catch(ledgerDown);
       for (const customerId of rebuild) if (!withHistory.has(customerId)) fresh.add(customerId);
-      await Promise.all(rebuild.map((customerId) => this.rebuildKnown(customerId, withHistory.has(customerId))));
+      await Promise.all(rebuild.filter((customerId) => withHistory.has(customerId)).map((customerId) => this.rebuildKnown(customerId, true)));
     }
     const counters = new Map<string, { ref: CounterRef; terms: Terms }>();
     for (const m of missing) {
@@ -95,8 +95,18 @@ export class Counters {
       const { ref } = m.counter;
       counters.set(`${ref.customerId}\u0000${ref.featureKey}\u0000${ref.periodKey}`, m.counter);
     }
+    if (fresh.size > 0) {
+      // Live, with their counters and wallets at 0, all in one fast-path call.
+      const starts = new Map<string, FreshCustomer>();
+      for (const customerId of fresh) starts.set(customerId, { customerId, counters: [], wallet: false });
+      for (const { ref } of counters.values()) starts.get(ref.customerId)?.counters.push(ref);
+      for (const m of missing) {
+        const start = m.wallet ? starts.get(m.customerId) : undefined;
+        if (start) start.wallet = true;
+      }
+      await this.fastPath.startFresh([...starts.values()]).catch(failClosed);
+    }
     const zeros = [...counters.values()].filter(({ ref }) => fresh.has(ref.customerId));
-    await Promise.all(zeros.map(({ ref }) => this.fastPath.loadCounter(ref, 0).catch(failClosed)));
     if (counters.size > zeros.length) {
       const loads = [...counters.values()].filter(({ ref }) => !fresh.has(ref.customerId));
       const sums = await this.ledger
@@ -108,10 +118,8 @@ export class Counters {
         loads.map(({ ref, terms }, i) => this.fastPath.loadCounter(ref, decimalToUnits(sums[i] ?? "0", terms.feature.precision)).catch(failClosed)),
       );
     }
-    const wallets = [...new Set(missing.filter((m) => m.wallet).map((m) => m.customerId))];
-    await Promise.all(
-      wallets.map((customerId) => (fresh.has(customerId) ? this.fastPath.loadWallet(customerId, 0).catch(failClosed) : this.loadWallet(customerId))),
-    );
+    const wallets = [...new Set(missing.filter((m) => m.wallet && !fresh.has(m.customerId)).map((m) => m.customerId))];
+    await Promise.all(wallets.map((customerId) => this.loadWallet(customerId)));
   }
 
   private async rebuildKnown(customerId: string, hasHistory: boolean): Promise<void> {

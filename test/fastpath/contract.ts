@@ -78,6 +78,23 @@ export function fastPathContract(name: string, make: () => Promise<FastPath>): v
     }
 
     describe("loading", () => {
+      it("startFresh makes new customers live with their counters and wallets at 0, keeping what is loaded", async () => {
+        const fresh = `cust_${randomUUID()}`;
+        const freshCounter = { ...counter, customerId: fresh };
+        const other = { ...counter, customerId: fresh, featureKey: "storage_gb" };
+        await fp.loadCounter(counter, 7);
+        await fp.startFresh([
+          { customerId: fresh, counters: [freshCounter, other], wallet: true },
+          { customerId: customer, counters: [counter], wallet: false },
+        ]);
+        expect(await fp.isLive(fresh)).toBe(true);
+        expect((await fp.read([freshCounter, other], fresh))).toEqual({ counters: [0, 0], wallet: 0 });
+        expect(await counterValue()).toBe(7);
+        expect(await fp.apply(add(1, { customerId: fresh, counter: freshCounter, walletDelta: 0 }))).toMatchObject({ code: "APPLIED", after: 1 });
+        await fp.startFresh([]);
+      });
+
+
       it("answers NOT_LOADED for a counter until loadCounter, and changes nothing", async () => {
         expect(await fp.apply(add(1))).toEqual({ code: "NOT_LOADED", counter: true, wallet: false, customer: false });
         expect(await counterValue()).toBeNull();

@@ -3,7 +3,7 @@
 // {c:<customer>}, and every key is passed to the scripts through KEYS.
 import { randomUUID } from "node:crypto";
 import type { ChainableCommander, Redis } from "ioredis";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath, PendingRef, Readings, SettleItem, StaleEvent } from "../fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, FreshCustomer, PendingRef, Readings, SettleItem, StaleEvent } from "../fastpath.js";
 import { type ParsedRecord, parseRecord } from "./record.js";
 import { type ApplyReply, defineMeterdCommands, type Flag } from "./scripts.js";
 
@@ -348,6 +348,18 @@ export class RedisFastPath implements FastPath {
 
   async isLive(customerId: string): Promise<boolean> {
     return (await this.redis.get(this.keys.marker(customerId))) === "live";
+  }
+
+  async startFresh(customers: ReadonlyArray<FreshCustomer>): Promise<void> {
+    if (customers.length === 0) return;
+    const keys: string[] = [];
+    const args: string[] = [];
+    for (const { customerId, counters, wallet } of customers) {
+      keys.push(this.keys.marker(customerId), ...counters.map((c) => this.keys.counter(c)));
+      if (wallet) keys.push(this.keys.wallet(customerId));
+      args.push(String(counters.length + (wallet ? 1 : 0)));
+    }
+    await this.redis.meterdStartFresh(keys.length, ...keys, ...args);
   }
 
   async loadCounter(counter: CounterRef, units: number): Promise<void> {

@@ -54,6 +54,8 @@ declare module "ioredis" {
       keyed: Flag,
       tombstoneTtlSeconds: IntString,
     ): Result<RevertReply, Context>;
+    /** start-fresh.lua: numKeys, then per customer its marker and the keys to set to 0; then per customer how many of those. */
+    meterdStartFresh(numKeys: number, ...keysAndArgs: string[]): Result<number, Context>;
     /** load.lua */
     meterdLoad(key: RedisKey, markerKey: RedisKey, units: IntString): Result<LoadReply, Context>;
     /** rebuild.lua: "0" when live, else the time (ms) before which nothing may load. */
@@ -78,6 +80,7 @@ const SCRIPTS = [
   ["meterdReadRecords", undefined, "read-records.lua", ["record.lua"], true],
   ["meterdRevert", 5, "revert.lua", ["record.lua", "batch.lua"], true],
   ["meterdLoad", 2, "load.lua", [], false],
+  ["meterdStartFresh", undefined, "start-fresh.lua", [], true],
   ["meterdRebuild", 1, "rebuild.lua", [], false],
 ] as const;
 
