@@ -1,6 +1,7 @@
 // The metering rules: one Track goes validate -> FastPath.apply (atomic decision and increments)
-// -> Ledger.append (group commit) -> answer. An ALLOWED answer is only given after the commit; a
-// failed commit undoes the increments, so a retry with the same key counts exactly once.
+// -> Ledger.append (group commit) -> answer -> settle. An ALLOWED answer is only given after the commit.
+// A commit that surely did not land undoes the increments; one whose outcome is unknown stays in the
+// outbox, where the sweeper commits it; either way a retry with the same key counts exactly once.
 import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "pino";
