@@ -17,6 +17,9 @@ import {
 import { isPermanentLedgerRefusal } from "./refusal.js";
 import type { SqlClient, SqlExecutor } from "./sql.js";
 
+/** The outcome of every inserted event: one shared, read-only object rather than one per event. */
+const INSERTED: AppendOutcome = Object.freeze({ inserted: true });
+
 /** Accepted input for amount and credits. */
 export const DECIMAL = /^-?\d{1,100}(\.\d{1,100})?$/;
 
@@ -460,7 +463,7 @@ async function writeBatch(sql: SqlExecutor, batch: Pending[], doc: string): Prom
     // Every event inserted: the usual case.
     return batch.map((p) => {
       const out: AppendOutcome[] = [];
-      for (let i = 0; i < p.ids.length; i++) out.push({ inserted: true });
+      for (let i = 0; i < p.ids.length; i++) out.push(INSERTED);
       return out;
     });
   }
@@ -576,7 +579,7 @@ async function withConflicts(
   return batch.map((p) =>
     p.ids.map(() => {
       const row = rows[g++];
-      return row === undefined ? { inserted: true } : { inserted: false, existing: toStored(row) };
+      return row === undefined ? INSERTED : { inserted: false, existing: toStored(row) };
     }),
   );
 }

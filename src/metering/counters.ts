@@ -106,9 +106,8 @@ export class Counters {
       }
       await this.fastPath.startFresh([...starts.values()]).catch(failClosed);
     }
-    const zeros = [...counters.values()].filter(({ ref }) => fresh.has(ref.customerId));
-    if (counters.size > zeros.length) {
-      const loads = [...counters.values()].filter(({ ref }) => !fresh.has(ref.customerId));
+    const loads = [...counters.values()].filter(({ ref }) => !fresh.has(ref.customerId));
+    if (loads.length > 0) {
       const sums = await this.ledger
         .sumUsageMany(
           loads.map(({ ref, terms }) => ({ customerId: ref.customerId, featureKey: ref.featureKey, from: terms.period?.start ?? null, to: terms.period?.end ?? null })),

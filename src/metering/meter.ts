@@ -7,7 +7,7 @@ import { Code } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Catalog } from "../catalog/catalog.js";
 import type { Customer, Feature } from "../catalog/types.js";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath, SettleItem } from "../fastpath/fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, Original, SettleItem } from "../fastpath/fastpath.js";
 import {
   type AppendOutcome,
   type EventKind,
@@ -23,7 +23,7 @@ import { isPermanentLedgerRefusal } from "../ledger/refusal.js";
 import { commitUnknown, fastPathUnavailable, invalid, ledgerRefused, ledgerUnavailable, MeterError } from "./errors.js";
 import { type Period, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
-import { duplicateOf, encodeOutbox, fingerprintOf } from "./records.js";
+import { answerOf, duplicateOf, encodeOutbox, fingerprintOf } from "./records.js";
 import { OutboxSweeper } from "./sweeper.js";
 import { CREDIT_PRECISION, limitUnitsOf, snapshot, type Terms, thresholdsCrossed, walletOnly } from "./usage.js";
 import { checkCustomerId, checkIdempotencyKey, checkProperties, checkTimestamp, type TimeWindow } from "./validate.js";
@@ -78,7 +78,6 @@ export class Meter {
     this.clock = deps.clock ?? (() => new Date());
     this.logger = deps.logger;
     this.sweeper = new OutboxSweeper({
-      catalog: deps.catalog,
       fastPath: deps.fastPath,
       ledger: deps.ledger,
       changes: deps.changes,
@@ -166,7 +165,7 @@ export class Meter {
    */
   private async applyGrouped(pending: Prepared[]): Promise<Array<ApplyResult | MeterError | undefined>> {
     if (pending.length === 0) return [];
-    const results: Array<ApplyResult | MeterError | undefined> = await this.fastPath.applyMany(pending.map((p) => p.req)).catch((error: unknown) => unsure(pending, error));
+    const results: Array<ApplyResult | MeterError | undefined> = await this.fastPath.applyMany(pending.map((p) => p.req)).catch((error: unknown) => afterFailedApply(pending, error));
     for (let round = 0; round < LOAD_ROUNDS; round++) {
       const missing = pending.flatMap((p, i) => {
         const result = results[i];
@@ -189,7 +188,7 @@ export class Meter {
       } catch {
         break; // each event then retries on its own, and reports its own error
       }
-      const again = await this.fastPath.applyMany(missing.map((i) => pending[i]!.req)).catch((error: unknown) => unsure(missing.map((i) => pending[i]!), error));
+      const again = await this.fastPath.applyMany(missing.map((i) => pending[i]!.req)).catch((error: unknown) => afterFailedApply(missing.map((i) => pending[i]!), error));
       missing.forEach((i, at) => (results[i] = again[at]));
     }
     return results;
@@ -453,7 +452,7 @@ export class Meter {
    */
   private async commitMany(items: ReadonlyArray<readonly [Prepared, Applied]>): Promise<Array<TrackOutcome | Error>> {
     // The answers are built before the commit, so that nothing can fail between a commit and its answer.
-    const answers = items.map(([p, applied]) => appliedOutcome(p.req.eventId, p.terms, p.req.counter !== null, p.req.walletDelta, applied));
+    const answers = items.map(([p, applied]) => answerOf(originalOf(p, applied), p.terms, false));
     let appended: AppendOutcome[] | null = null;
     let failure: unknown = null;
     try {
@@ -464,13 +463,11 @@ export class Meter {
     const results = new Array<TrackOutcome | Error>(items.length);
     const settle: SettleItem[] = [];
     const unsure: number[] = [];
-    items.forEach(([p], i) => {
+    items.forEach(([p, applied], i) => {
       const outcome = appended?.[i];
-      // Inserted, or the row already there is this very event (another replica's sweeper committed it
-      // while this commit was slow): counted once, in the ledger and in the counter.
-      if (outcome !== undefined && (outcome.inserted || outcome.existing.id === p.req.eventId)) {
+      if (outcome !== undefined && !isOther(outcome, p)) {
         results[i] = answers[i]!;
-        settle.push({ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, ref: items[i]![1].ref });
+        settle.push({ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, ref: applied.ref });
       } else {
         unsure.push(i);
       }
@@ -484,7 +481,7 @@ export class Meter {
         const [p, applied] = items[i]!;
         try {
           const outcome = appended?.[i] ?? (await this.afterFailedAppend(p, applied, failure));
-          if (outcome.inserted || outcome.existing.id === p.req.eventId) {
+          if (!isOther(outcome, p)) {
             this.settleLater([{ customerId: p.req.customerId, dedupeKey: p.req.dedupeKey, ref: applied.ref }]);
             results[i] = answers[i]!;
             return;
@@ -640,7 +637,7 @@ export class Meter {
  * idempotency key is safely tried again (undefined: its key tells a retry from a new event); one without
  * fails, since trying it again could count it twice. If it was applied, the sweeper commits it.
  */
-function unsure(pending: readonly Prepared[], error: unknown): Array<MeterError | undefined> {
+function afterFailedApply(pending: readonly Prepared[], error: unknown): Array<MeterError | undefined> {
   const failed = error instanceof MeterError ? error : fastPathUnavailable(error);
   return pending.map((p) => (p.row.idempotencyKey === null ? failed : undefined));
 }
@@ -662,24 +659,16 @@ function keyConflict(key: string): MeterError {
 }
 
 /**
- * The answer to an applied event once committed. Its usage block is built only when read: a batch
- * answers most events without one (see TrackBatch's usages). An object literal with a getter makes
- * `usage` an own enumerable accessor, so that spreading or comparing an answer sees a plain
- * TrackOutcome, at a fraction of the cost of Object.defineProperty per answer.
+ * Whether the ledger holds another event with this key. Otherwise the event was inserted, or the row
+ * already there is this very event (another replica's sweeper committed it while this commit was slow):
+ * counted once, in the ledger and in the counter.
  */
-function appliedOutcome(eventId: string, terms: Terms | null, counted: boolean, walletDelta: number, applied: Applied): TrackOutcome {
-  const consumed = counted ? applied.after : 0;
-  const walletAfter = applied.walletAfter;
-  let built: TrackOutcome["usage"] | undefined;
-  return {
-    eventId,
-    allowed: true,
-    denyReason: null,
-    duplicate: false,
-    get usage() {
-      return (built ??= terms ? snapshot(terms, consumed, walletAfter, -walletDelta) : walletOnly(walletAfter));
-    },
-    thresholdsCrossed: terms ? thresholdsCrossed(terms, applied.before, applied.after) : [],
-    delta: terms ? unitsToNumber(applied.delta, terms.feature.precision) : 0,
-  };
+function isOther(outcome: AppendOutcome, p: Prepared): outcome is Extract<AppendOutcome, { inserted: false }> {
+  return !outcome.inserted && outcome.existing.id !== p.req.eventId;
+}
+
+/** What an applied event is answered from: the same numbers a retry of its key gets (see answerOf). */
+function originalOf(p: Prepared, applied: Applied): Original {
+  const { before, after, delta, walletAfter } = applied;
+  return { eventId: p.req.eventId, before, after, delta, walletAfter, walletDelta: p.req.walletDelta, counted: p.req.counter !== null };
 }

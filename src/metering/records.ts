@@ -79,16 +79,29 @@ export function decodeOutbox(text: string): OutboxRecord {
  * retry's (null: a top-up). A string is a result stored by meterd before 0.2.
  */
 export function duplicateOf(original: Original | string, terms: Terms | null): TrackOutcome {
-  if (typeof original === "string") return decodeResult(original, terms);
-  const consumed = original.counted ? original.after : 0;
+  return typeof original === "string" ? decodeResult(original, terms) : answerOf(original, terms, true);
+}
+
+/**
+ * The answer to an applied event, first (duplicate false) or to a retry of its key: one function, so that
+ * a retry is answered exactly as the event was. `terms` null: a top-up. The usage block is built only
+ * when read, since a batch answers most events without one (see TrackBatch's usages); an object literal
+ * with a getter makes `usage` an own enumerable accessor, so that spreading or comparing an answer sees
+ * a plain TrackOutcome.
+ */
+export function answerOf(o: Original, terms: Terms | null, duplicate: boolean): TrackOutcome {
+  const consumed = o.counted ? o.after : 0;
+  let built: TrackOutcome["usage"] | undefined;
   return {
-    eventId: original.eventId,
+    eventId: o.eventId,
     allowed: true,
     denyReason: null,
-    duplicate: true,
-    usage: terms ? snapshot(terms, consumed, original.walletAfter, -original.walletDelta) : walletOnly(original.walletAfter),
-    thresholdsCrossed: terms ? thresholdsCrossed(terms, original.before, original.after) : [],
-    delta: terms ? unitsToNumber(original.delta, terms.feature.precision) : 0,
+    duplicate,
+    get usage() {
+      return (built ??= terms ? snapshot(terms, consumed, o.walletAfter, -o.walletDelta) : walletOnly(o.walletAfter));
+    },
+    thresholdsCrossed: terms ? thresholdsCrossed(terms, o.before, o.after) : [],
+    delta: terms ? unitsToNumber(o.delta, terms.feature.precision) : 0,
   };
 }
 

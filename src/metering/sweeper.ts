@@ -1,6 +1,5 @@
 // The outbox sweeper: commits events that the fast path applied but whose process died before their
 // commit. Any replica may run it; the ledger keeps one row per event either way.
-import type { Catalog } from "../catalog/catalog.js";
 import type { FastPath, SettleItem } from "../fastpath/fastpath.js";
 import type { Ledger, LedgerEvent } from "../ledger/ledger.js";
 import type { UsageChanges } from "./changes.js";
@@ -9,7 +8,6 @@ import { decodeOutbox } from "./records.js";
 import { CREDIT_PRECISION } from "./usage.js";
 
 export interface SweeperDeps {
-  catalog: Catalog;
   fastPath: FastPath;
   ledger: Ledger;
   changes: UsageChanges;
@@ -65,7 +63,6 @@ export class OutboxSweeper {
     }
     // A retry of a settled key is answered with what its event was answered when applied.
     await fastPath.settleMany(settle);
-    const settled = settle.length;
-    return settled;
+    return settle.length;
   }
 }

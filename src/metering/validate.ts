@@ -60,27 +60,27 @@ export function checkProperties(properties: Record<string, string>, field = "pro
     throw invalid(field, `must have at most ${MAX_PROPERTIES} entries`, "TOO_MANY_PROPERTIES");
   }
   for (const [key, value] of entries) {
-    // JSON.stringify escapes controls, and writes an unpaired surrogate as \uXXXX: the name is printable.
-    // Named only when a rule fails: this runs for every property of every event.
-    const ok = key !== "" && key.length <= MAX_PROPERTY_KEY && !CONTROL.test(key) && !LONE_SURROGATE.test(key) &&
-      value.length <= MAX_PROPERTY_VALUE && !value.includes("\u0000") && !LONE_SURROGATE.test(value);
-    if (ok) continue;
-    const entry = `${field}[${JSON.stringify(key)}]`;
+    // The entry is named only when a rule fails: this runs for every property of every event.
     if (key === "" || key.length > MAX_PROPERTY_KEY) {
-      throw invalid(entry, `key must be 1 to ${MAX_PROPERTY_KEY} characters`, "PROPERTY_KEY_INVALID");
+      throw invalid(entryName(field, key), `key must be 1 to ${MAX_PROPERTY_KEY} characters`, "PROPERTY_KEY_INVALID");
     }
-    if (CONTROL.test(key)) throw invalid(entry, "key must not contain control characters", "PROPERTY_KEY_INVALID");
+    if (CONTROL.test(key)) throw invalid(entryName(field, key), "key must not contain control characters", "PROPERTY_KEY_INVALID");
     if (LONE_SURROGATE.test(key)) {
-      throw invalid(entry, "key must be well-formed Unicode (no unpaired surrogate)", "PROPERTY_KEY_INVALID");
+      throw invalid(entryName(field, key), "key must be well-formed Unicode (no unpaired surrogate)", "PROPERTY_KEY_INVALID");
     }
     if (value.length > MAX_PROPERTY_VALUE) {
-      throw invalid(entry, `value must be at most ${MAX_PROPERTY_VALUE} characters`, "PROPERTY_VALUE_TOO_LONG");
+      throw invalid(entryName(field, key), `value must be at most ${MAX_PROPERTY_VALUE} characters`, "PROPERTY_VALUE_TOO_LONG");
     }
-    if (value.includes("\u0000")) throw invalid(entry, "value must not contain U+0000 (NUL)", "PROPERTY_VALUE_INVALID");
+    if (value.includes("\u0000")) throw invalid(entryName(field, key), "value must not contain U+0000 (NUL)", "PROPERTY_VALUE_INVALID");
     if (LONE_SURROGATE.test(value)) {
-      throw invalid(entry, "value must be well-formed Unicode (no unpaired surrogate)", "PROPERTY_VALUE_INVALID");
+      throw invalid(entryName(field, key), "value must be well-formed Unicode (no unpaired surrogate)", "PROPERTY_VALUE_INVALID");
     }
   }
+}
+
+/** A property's name in an error: JSON.stringify escapes controls and unpaired surrogates, so it is printable. */
+function entryName(field: string, key: string): string {
+  return `${field}[${JSON.stringify(key)}]`;
 }
 
 export interface TimeWindow {

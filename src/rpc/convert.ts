@@ -17,11 +17,11 @@ export function denyReasonToMsg(reason: DomainDenyReason | null): DenyReason {
   return reason === null ? DenyReason.UNSPECIFIED : denyReasons[reason];
 }
 
-function periodFields(u: { periodStart: number | null; periodEnd: number | null }): { periodStart?: Timestamp; periodEnd?: Timestamp } {
-  const fields: { periodStart?: Timestamp; periodEnd?: Timestamp } = {};
-  if (u.periodStart !== null) fields.periodStart = periodTimestamp(u.periodStart);
-  if (u.periodEnd !== null) fields.periodEnd = periodTimestamp(u.periodEnd);
-  return fields;
+/** Sets `msg`'s period bounds from a usage or a metric that has them, and returns `msg`. */
+function withPeriod<T extends MessageInitShape<typeof UsageSchema> | MessageInitShape<typeof MetricSchema>>(msg: T, u: { periodStart: number | null; periodEnd: number | null }): T {
+  if (u.periodStart !== null) msg.periodStart = periodTimestamp(u.periodStart);
+  if (u.periodEnd !== null) msg.periodEnd = periodTimestamp(u.periodEnd);
+  return msg;
 }
 
 /**
@@ -40,7 +40,7 @@ function periodTimestamp(ms: number): Timestamp {
 }
 
 export function usageToMsg(u: UsageSnapshot): MessageInitShape<typeof UsageSchema> {
-  const msg: MessageInitShape<typeof UsageSchema> = {
+  return withPeriod<MessageInitShape<typeof UsageSchema>>({
     featureKey: u.featureKey,
     consumed: u.consumed,
     limit: u.limit ?? 0,
@@ -51,10 +51,7 @@ export function usageToMsg(u: UsageSnapshot): MessageInitShape<typeof UsageSchem
     limitKind: u.hard ? LimitKind.HARD : LimitKind.SOFT,
     creditBalance: u.creditBalance ?? 0,
     creditsCharged: u.creditsCharged,
-  };
-  if (u.periodStart !== null) msg.periodStart = periodTimestamp(u.periodStart);
-  if (u.periodEnd !== null) msg.periodEnd = periodTimestamp(u.periodEnd);
-  return msg;
+  }, u);
 }
 
 /** `withUsage` false leaves `usage` unset: the lean per-event result of a batch or a stream. */
@@ -73,7 +70,7 @@ export function trackOutcomeToMsg(o: TrackOutcome, withUsage = true): MessageIni
 /**
  * The latest usage per distinct (customer, feature) of a batch: `add` each tracked event in request
  * order; `toMsg` converts each pair's last usage once, in the order the pairs first appeared. Only that
- * last outcome's usage is read: an answer builds its usage block when asked (see Meter).
+ * last outcome's usage is read: an answer builds its usage block when asked (see answerOf in records.ts).
  */
 export class CustomerUsages {
   private readonly byPair = new Map<string, { customerId: string; outcome: TrackOutcome }>();
@@ -94,7 +91,7 @@ export class CustomerUsages {
 }
 
 export function metricToMsg(m: MetricView): MessageInitShape<typeof MetricSchema> {
-  return {
+  return withPeriod<MessageInitShape<typeof MetricSchema>>({
     featureKey: m.featureKey,
     featureTitle: m.featureTitle,
     productName: m.productName,
@@ -103,14 +100,13 @@ export function metricToMsg(m: MetricView): MessageInitShape<typeof MetricSchema
     remaining: m.remaining,
     unlimited: m.limit === null,
     percentageUsed: m.percentageUsed,
-    ...periodFields(m),
     resetsInDays: m.resetsInDays,
     thresholdsReached: m.thresholdsReached,
     unit: m.unit,
     limitKind: m.hard ? LimitKind.HARD : LimitKind.SOFT,
     overage: m.overage,
     creditBalance: m.creditBalance ?? 0,
-  };
+  }, m);
 }
 
 /** Throws INVALID_ARGUMENT for a timestamp that is not a valid Timestamp (see checkTimestampFields). */

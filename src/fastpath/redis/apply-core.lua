@@ -45,8 +45,7 @@ local function flush(cache, rows, replies)
   if #cache.applied == 0 then return end
   -- A tombstone expires: the batch written over it must not.
   if cache.tombstone then redis.call("DEL", cache.batchKey) end
-  redis.call("HSET", cache.batchKey, "r", rows, "p", "\n" .. table.concat(cache.applied, "\n") .. "\n",
-    "n", #cache.applied, "m", 0, "a", replies)
+  redis.call("HSET", cache.batchKey, "r", rows, "p", "\n" .. table.concat(cache.applied, "\n") .. "\n", "a", replies)
   redis.call("ZADD", cache.outboxKey, cache.now, cache.batchKey)
 end
 

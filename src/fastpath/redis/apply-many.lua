@@ -2,7 +2,7 @@
 -- from apply-core.lua). The events it applies get one outbox entry, the batch (KEYS[1]), a hash:
 --   r  the outbox rows of every event of the call, one per line (what the ledger needs, opaque here)
 --   p  the applied events, a line each: index, delta, walletDelta, counted, record or wallet key, event id
---   n  how many were applied; m how many of those are done (committed or undone), d their indexes
+--   d  the indexes of those done (committed or undone), a line each; the batch is complete when all are
 --   a  this call's answer, for a resent call
 -- and is listed in the outbox (KEYS[2]), scored by its apply time.
 -- KEYS: the batch, the outbox, then every other key the call touches, once each; the arguments name

@@ -4,27 +4,30 @@
 -- seconds: long enough for a resent apply call to find it rather than apply again.
 -- Returns 1 when the batch is complete, else 0.
 local function markDone(batchKey, outboxKey, indexes, tombstoneTtl)
-  local f = redis.call("HMGET", batchKey, "n", "m", "d", "p")
+  local f = redis.call("HMGET", batchKey, "p", "d")
   if not f[1] then return 0 end
-  local n, m, d = tonumber(f[1]), tonumber(f[2]), f[3] or "\n"
-  local applied, done = {}, {}
-  for index in string.gmatch(f[4], "\n(%d+)\t") do applied[index] = true end
+  local d = f[2] or "\n"
+  local applied, done, left = {}, {}, 0
   for index in string.gmatch(d, "(%d+)\n") do done[index] = true end
+  for index in string.gmatch(f[1], "\n(%d+)\t") do
+    applied[index] = true
+    if not done[index] then left = left + 1 end
+  end
   local added = {}
   for index in string.gmatch(indexes, "%d+") do
     if applied[index] and not done[index] then
       done[index] = true
       added[#added + 1] = index
+      left = left - 1
     end
   end
-  m = m + #added
-  if m >= n then
+  if left == 0 then
     redis.call("DEL", batchKey)
     redis.call("HSET", batchKey, "t", "1")
     redis.call("EXPIRE", batchKey, tombstoneTtl)
     redis.call("ZREM", outboxKey, batchKey)
     return 1
   end
-  if #added > 0 then redis.call("HSET", batchKey, "m", m, "d", d .. table.concat(added, "\n") .. "\n") end
+  if #added > 0 then redis.call("HSET", batchKey, "d", d .. table.concat(added, "\n") .. "\n") end
   return 0
 end

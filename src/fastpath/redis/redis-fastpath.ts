@@ -96,10 +96,6 @@ export class RedisKeyspace {
     return `${this.customer(customerId)}:b:${encodeURIComponent(callId)}`;
   }
 
-  isBatch(key: string): boolean {
-    return key.startsWith(`${this.prefix}{c:`) && key.includes("}:b:");
-  }
-
   /** The customer of a wallet key of this keyspace; null for any other key. */
   parseWallet(key: string): string | null {
     if (!key.startsWith(`${this.prefix}{c:`) || !key.endsWith("}:w")) return null;
