@@ -21,6 +21,9 @@ export {
   sumUsageQuery,
 } from "./sql-ledger.js";
 
+/** Group commits in flight at once on Postgres (see SqlLedgerOptions.maxConcurrentCommits). */
+export const PG_CONCURRENT_COMMITS = 2;
+
 export interface OpenLedgerOptions {
   /** Postgres connection string; when set, pg is used and dataDir is ignored. */
   databaseUrl: string | null;
@@ -46,5 +49,8 @@ export async function openLedger(opts: OpenLedgerOptions): Promise<{ ledger: Sql
     await sql.close().catch(() => {});
     throw err;
   }
-  return { ledger: new SqlLedger(sql, opts.ledger ?? {}), sql };
+  // Postgres takes two group commits at once, one per core of a small machine; PGlite runs one statement
+  // at a time whatever is sent.
+  const defaults: SqlLedgerOptions = { maxConcurrentCommits: opts.databaseUrl !== null ? PG_CONCURRENT_COMMITS : 1 };
+  return { ledger: new SqlLedger(sql, { ...defaults, ...opts.ledger }), sql };
 }

@@ -49,6 +49,11 @@ export class LedgerClosedError extends NotWrittenError {
 export interface SqlLedgerOptions {
   /** Most events written in one transaction; later callers wait for the next one. Default 5,000. */
   maxBatchEvents?: number;
+  /**
+   * Most group commits in flight at once, each on its own connection (default 1). With more than one,
+   * Postgres inserts one group while the next is encoded, sent and committed, and uses more than one core.
+   */
+  maxConcurrentCommits?: number;
 }
 
 /**
@@ -109,6 +114,9 @@ const COLUMNS = `e.id, e.customer_id, e.feature_key, e.kind, trim_scale(e.amount
  * converted exactly: to_timestamp is exact for whole seconds, and the milliseconds are added as an
  * interval.
  *
+ * Keys are claimed in key order, so that two group commits in flight at once that share keys (a sweeper
+ * and the replica that applied the events) wait for each other in the same order instead of deadlocking.
+ *
  * The rows to insert test "claimed" with IN rather than a join: a join's estimate multiplies the two
  * sides, and an estimate of 10^5 rows made Postgres size the hash of "inserted" for them and spill it
  * to temporary files.
@@ -135,7 +143,7 @@ const INSERT = `WITH batch AS (
   ), claimed AS (
     INSERT INTO meterd_event_keys (event_id, customer_id, idempotency_key, occurred_at)
     SELECT id, customer_id, idempotency_key, occurred_at FROM batch
-      WHERE idempotency_key IS NOT NULL ORDER BY cn, n
+      WHERE idempotency_key IS NOT NULL ORDER BY customer_id, idempotency_key
     ON CONFLICT DO NOTHING
     RETURNING event_id
   ), inserted AS (
@@ -189,7 +197,9 @@ export function sumUsageQuery(
 export class SqlLedger implements Ledger {
   private readonly maxBatchEvents: number;
   private queue: Pending[] = [];
-  private flushing: Promise<void> | null = null;
+  private readonly maxFlushers: number;
+  /** The commit loops running now, at most maxFlushers. */
+  private readonly flushers = new Set<Promise<void>>();
   private closing: Promise<void> | null = null;
 
   constructor(
@@ -197,6 +207,7 @@ export class SqlLedger implements Ledger {
     options: SqlLedgerOptions = {},
   ) {
     this.maxBatchEvents = Math.max(1, options.maxBatchEvents ?? 5000);
+    this.maxFlushers = Math.max(1, options.maxConcurrentCommits ?? 1);
   }
 
   append(events: LedgerEvent[]): Promise<AppendOutcome[]> {
@@ -317,31 +328,45 @@ export class SqlLedger implements Ledger {
   /** Stops taking events, commits the queued ones, then closes the SqlClient. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      while (this.flushing) await this.flushing;
+      while (this.flushers.size > 0) await Promise.all(this.flushers);
       await this.sql.close();
     })();
     return this.closing;
   }
 
+  /**
+   * Starts a commit loop unless maxFlushers run already. A loop takes the queued callers as one group,
+   * commits them, and goes on while callers wait: a group forms from whatever arrived while the commits
+   * in flight ran.
+   */
   private startFlushing(): void {
-    if (this.flushing) return;
-    this.flushing = (async () => {
+    if (this.flushers.size >= this.maxFlushers) return;
+    const flusher: Promise<void> = (async () => {
       // Let every append() made in the same tick join the first batch.
       await Promise.resolve();
       while (this.queue.length > 0) await this.commit(this.takeBatch());
     })().finally(() => {
-      this.flushing = null;
+      this.flushers.delete(flusher);
       if (this.queue.length > 0) this.startFlushing();
     });
+    this.flushers.add(flusher);
   }
 
-  /** Whole callers, oldest first, up to maxBatchEvents (a larger caller goes alone). */
+  /**
+   * Whole callers, oldest first, up to maxBatchEvents (a larger caller goes alone), and up to an even
+   * share of what waits when several commits may run: callers that arrived together are split between
+   * the commit loops rather than all taken by the first, which would leave the others idle and make
+   * every caller wait for one large commit.
+   */
   private takeBatch(): Pending[] {
+    let waiting = 0;
+    for (const p of this.queue) waiting += p.ids.length;
+    const cap = Math.min(this.maxBatchEvents, Math.ceil(waiting / this.maxFlushers));
     let size = 0;
     let n = 0;
     while (n < this.queue.length) {
       const next = this.queue[n]!.ids.length;
-      if (n > 0 && size + next > this.maxBatchEvents) break;
+      if (n > 0 && size + next > cap) break;
       size += next;
       n++;
     }
@@ -355,7 +380,7 @@ export class SqlLedger implements Ledger {
     let outcomes: AppendOutcome[][];
     try {
       // One statement claims the keys and writes the rows: atomic on its own, so no BEGIN/COMMIT.
-      outcomes = await writeBatch(this.sql, batch, doc);
+      outcomes = await writeWithRetry(this.sql, batch, doc);
     } catch (err) {
       // Refused for some row's own values: nothing was written. Each caller goes again alone, so that
       // only the caller whose event cannot be stored is refused, not the others it was grouped with.
@@ -367,6 +392,24 @@ export class SqlLedger implements Ledger {
       return;
     }
     for (let c = 0; c < batch.length; c++) batch[c]!.resolve(outcomes[c]!);
+  }
+}
+
+/** A statement chosen as a deadlock's victim is rolled back whole: it is sent again, up to this many times. */
+const DEADLOCK_RETRIES = 3;
+
+/**
+ * writeBatch, again when Postgres broke a deadlock by cancelling it. Keyless rows of two commits in flight
+ * at once can still meet in opposite orders (a sweeper and the replica that applied them, both writing the
+ * same events); nothing of a cancelled statement was written, so sending it again is safe.
+ */
+async function writeWithRetry(sql: SqlExecutor, batch: Pending[], doc: string): Promise<AppendOutcome[][]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await writeBatch(sql, batch, doc);
+    } catch (err) {
+      if (attempt > DEADLOCK_RETRIES || (err as { code?: unknown }).code !== "40P01") throw err;
+    }
   }
 }
 

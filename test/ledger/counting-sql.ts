@@ -13,6 +13,9 @@ export class CountingSql implements SqlClient {
   closed = false;
   /** The next write does its work, then fails instead of committing (it is rolled back). */
   failNextCommit: Error | null = null;
+  /** Ledger writes sent and not answered yet, and the most there were at once. */
+  inFlight = 0;
+  maxInFlight = 0;
 
   constructor(private readonly inner: SqlClient) {}
 
@@ -28,9 +31,15 @@ export class CountingSql implements SqlClient {
         throw failure;
       });
     }
-    const result = await this.inner.query<Row>(text, values, options);
-    this.commits++;
-    return result;
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      const result = await this.inner.query<Row>(text, values, options);
+      this.commits++;
+      return result;
+    } finally {
+      this.inFlight--;
+    }
   }
 
   async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {

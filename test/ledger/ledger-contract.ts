@@ -168,6 +168,30 @@ export function ledgerContract(name: string, open: () => Promise<LedgerFixture>,
       expect(await l.listEvents(c)).toHaveLength(550);
     });
 
+    it("given two commits allowed in flight, then two run at once, and callers whose keys overlap in any order get one row per key", async () => {
+      const { ledger: l, sql } = ledger({ maxConcurrentCommits: 2, maxBatchEvents: 50 });
+      const c = newCustomer();
+      const keys = Array.from({ length: 100 }, (_, i) => `k${i}`);
+      // 40 callers of 25 keys each, every key sought by ten of them, half of them in reverse order.
+      const calls = Array.from({ length: 40 }, (_, n) => {
+        const mine = Array.from({ length: 25 }, (_, i) => keys[(n * 25 + i * 4) % 100]!);
+        if (n % 2 === 1) mine.reverse();
+        return l.append(mine.map((key) => event(c, { idempotencyKey: key, fingerprint: `fp-${key}` }))).then((outcomes) => ({ mine, outcomes }));
+      });
+      const results = await Promise.all(calls);
+      expect(sql.maxInFlight).toBe(2);
+      const inserted = new Map<string, number>();
+      for (const { mine, outcomes } of results) {
+        outcomes.forEach((o, i) => {
+          if (o.inserted) inserted.set(mine[i]!, (inserted.get(mine[i]!) ?? 0) + 1);
+          else expect(o.existing).toMatchObject({ customerId: c, idempotencyKey: mine[i] });
+        });
+      }
+      expect([...inserted.keys()].sort()).toEqual([...keys].sort());
+      expect([...inserted.values()].every((n) => n === 1)).toBe(true);
+      expect(await l.listEvents(c)).toHaveLength(100);
+    });
+
     it("given a commit that fails, then every caller of that batch gets the error and none of it is written", async () => {
       const { ledger: l, sql } = ledger();
       const c = newCustomer();
