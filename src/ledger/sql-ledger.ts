@@ -52,9 +52,14 @@ export interface SqlLedgerOptions {
   /**
    * Most group commits in flight at once, each on its own connection (default 1). With more than one,
    * Postgres inserts one group while the next is encoded, sent and committed, and uses more than one core.
+   * A commit beyond the first starts only for a large backlog (PARALLEL_MIN_EVENTS): small groups cost
+   * more per event than they save in waiting, so single events keep sharing one commit at a time.
    */
   maxConcurrentCommits?: number;
 }
+
+/** Events waiting before a second commit is started beside the one in flight (see maxConcurrentCommits). */
+export const PARALLEL_MIN_EVENTS = 500;
 
 /**
  * One caller's events, encoded once when append() is called: the encoding is a snapshot, so a caller
@@ -197,6 +202,8 @@ export function sumUsageQuery(
 export class SqlLedger implements Ledger {
   private readonly maxBatchEvents: number;
   private queue: Pending[] = [];
+  /** The events of the queued callers. */
+  private queuedEvents = 0;
   private readonly maxFlushers: number;
   /** The commit loops running now, at most maxFlushers. */
   private readonly flushers = new Set<Promise<void>>();
@@ -221,6 +228,7 @@ export class SqlLedger implements Ledger {
     }
     return new Promise((resolve, reject) => {
       this.queue.push({ ...encoded, resolve, reject });
+      this.queuedEvents += encoded.ids.length;
       this.startFlushing();
     });
   }
@@ -341,6 +349,7 @@ export class SqlLedger implements Ledger {
    */
   private startFlushing(): void {
     if (this.flushers.size >= this.maxFlushers) return;
+    if (this.flushers.size > 0 && this.queuedEvents < PARALLEL_MIN_EVENTS) return;
     const flusher: Promise<void> = (async () => {
       // Let every append() made in the same tick join the first batch.
       await Promise.resolve();
@@ -359,9 +368,8 @@ export class SqlLedger implements Ledger {
    * every caller wait for one large commit.
    */
   private takeBatch(): Pending[] {
-    let waiting = 0;
-    for (const p of this.queue) waiting += p.ids.length;
-    const cap = Math.min(this.maxBatchEvents, Math.ceil(waiting / this.maxFlushers));
+    const waiting = this.queuedEvents;
+    const cap = this.maxFlushers > 1 && waiting >= 2 * PARALLEL_MIN_EVENTS ? Math.min(this.maxBatchEvents, Math.ceil(waiting / this.maxFlushers)) : this.maxBatchEvents;
     let size = 0;
     let n = 0;
     while (n < this.queue.length) {
@@ -370,6 +378,7 @@ export class SqlLedger implements Ledger {
       size += next;
       n++;
     }
+    this.queuedEvents -= size;
     return this.queue.splice(0, n);
   }
 

@@ -1,15 +1,34 @@
 // grpc-js method definitions built from the protobuf-es descriptors: one code generator serves both
 // listeners.
-import { fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { create, type DescMessage, type DescMethod, type DescService, fromBinary, isMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import type { MethodDefinition } from "@grpc/grpc-js";
+import { compileEncoder, NotCompiled } from "./wire-encoder.js";
 
 export type AnyMessage = Parameters<typeof toBinary>[1];
 
 function serializer(schema: DescMessage): (value: AnyMessage) => Buffer {
-  return (value) => {
-    const bytes = toBinary(schema, value);
+  const compiled = compileEncoder(schema);
+  const generic = (value: AnyMessage): Buffer => {
+    const bytes = toBinary(schema, isMessage(value, schema) ? value : create(schema, value as MessageInitShape<DescMessage>));
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   };
+  if (compiled === null) return generic;
+  return (value) => {
+    try {
+      return compiled(value);
+    } catch (error) {
+      if (error instanceof NotCompiled) return generic(value);
+      throw error;
+    }
+  };
+}
+
+/**
+ * Whether responses of this type are written by a compiled encoder (wire-encoder.ts), which takes a
+ * handler's plain init object as it is: such a response needs no create() before it is sent.
+ */
+export function encodesInitShapes(schema: DescMessage): boolean {
+  return compileEncoder(schema) !== null;
 }
 
 function deserializer(schema: DescMessage): (bytes: Buffer) => AnyMessage {

@@ -17,7 +17,7 @@ import {
 import type { Principal } from "../../auth/principal.js";
 import { toConnectError, type RpcLogger } from "../errors.js";
 import { GrpcCallContext } from "./call-context.js";
-import type { AnyMessage } from "./definitions.js";
+import { type AnyMessage, encodesInitShapes } from "./definitions.js";
 import { addHeadersTo, grpcStatusOf } from "./metadata.js";
 
 type StreamCall = ServerWritableStream<AnyMessage, AnyMessage> | ServerDuplexStream<AnyMessage, AnyMessage>;
@@ -58,6 +58,8 @@ function deadlineOf(call: SurfaceCall): number {
 export function unaryHandler(spec: MethodImplSpec & { kind: "unary" }, host: HandlerHost) {
   const procedure = `/${spec.method.parent.typeName}/${spec.method.name}`;
   const direct = host.interceptors.length === 0;
+  const output = spec.method.output;
+  const toMessage = encodesInitShapes(output) ? (response: unknown) => response as AnyMessage : (response: unknown) => asMessage(output, response);
   return (call: ServerUnaryCall<AnyMessage, AnyMessage>, callback: sendUnaryData<AnyMessage>): void => {
     const expiresAt = Math.min(deadlineOf(call), Date.now() + host.maxTimeoutMs);
     const ctx = new GrpcCallContext(spec.method, call, host.principalOf(call), expiresAt, host.shutdownSignal);
@@ -85,7 +87,7 @@ export function unaryHandler(spec: MethodImplSpec & { kind: "unary" }, host: Han
     let result: Promise<AnyMessage>;
     try {
       result = direct
-        ? Promise.resolve(spec.impl(call.request, ctx)).then((response) => asMessage(spec.method.output, response))
+        ? Promise.resolve(spec.impl(call.request, ctx)).then(toMessage)
         : invokeUnaryImplementation(spec, ctx, call.request, host.allInterceptors);
     } catch (reason) {
       result = Promise.reject(reason);
