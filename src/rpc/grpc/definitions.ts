@@ -1,7 +1,9 @@
 // grpc-js method definitions built from the protobuf-es descriptors: one code generator serves both
-// listeners.
+// listeners. Messages are read and written by codecs compiled from the same descriptors where they
+// cover the type (wire-decoder.ts, wire-encoder.ts), by protobuf-es's fromBinary and toBinary elsewhere.
 import { create, type DescMessage, type DescMethod, type DescService, fromBinary, isMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import type { MethodDefinition } from "@grpc/grpc-js";
+import { compileDecoder } from "./wire-decoder.js";
 import { compileEncoder, NotCompiled } from "./wire-encoder.js";
 
 export type AnyMessage = Parameters<typeof toBinary>[1];
@@ -32,7 +34,17 @@ export function encodesInitShapes(schema: DescMessage): boolean {
 }
 
 function deserializer(schema: DescMessage): (bytes: Buffer) => AnyMessage {
-  return (bytes) => fromBinary(schema, bytes);
+  const compiled = compileDecoder(schema);
+  if (compiled === null) return (bytes) => fromBinary(schema, bytes);
+  return (bytes) => {
+    try {
+      return compiled(bytes) as AnyMessage;
+    } catch {
+      // Input the compiled decoder does not read, or malformed input (see wire-decoder.ts): fromBinary
+      // reads it, or refuses it with its own error.
+      return fromBinary(schema, bytes);
+    }
+  };
 }
 
 export function methodDefinition(service: DescService, method: DescMethod): MethodDefinition<AnyMessage, AnyMessage> {
