@@ -1,6 +1,7 @@
-// The real clients the harness drives load with: @grpc/grpc-js (with protobuf-es toBinary/fromBinary as
-// its serializers, as meterd's own gRPC listener does) and connect-node over HTTP/2 in binary format.
-import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+// The real clients the harness drives load with: @grpc/grpc-js (with the serializers of meterd's own gRPC
+// listener: codecs compiled from the protobuf-es descriptors) and connect-node over HTTP/2 in binary format.
+import { create, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { deserializer as meterdDeserializer, serializer as meterdSerializer } from "../../src/rpc/grpc/definitions.js";
 import { type Client as ConnectClient, createClient } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -17,15 +18,13 @@ import { Decision } from "../../gen/meterd/v1/usage_pb.js";
 
 export const BENCH_KEY = "sk_bench_0123456789abcdef0123456789abcdef";
 
+/** meterd's own codec (src/rpc/grpc/definitions.ts), so that the client costs what a lean client costs. */
 function serializer<D extends DescMessage>(schema: D): (value: MessageShape<D>) => Buffer {
-  return (value) => {
-    const bytes = toBinary(schema, value);
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  };
+  return meterdSerializer(schema) as (value: MessageShape<D>) => Buffer;
 }
 
 function deserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
-  return (bytes) => fromBinary(schema, bytes);
+  return meterdDeserializer(schema) as (bytes: Buffer) => MessageShape<D>;
 }
 
 type UnaryMethod = {

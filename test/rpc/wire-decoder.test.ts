@@ -20,7 +20,7 @@ function event(i: number): MessageInitShape<typeof TrackRequestSchema> {
   return {
     customerId: i % 4 === 0 ? `cust-${"ü".repeat(i % 5)}-${i}` : `bench_c${i}`,
     featureKey: i % 3 === 0 ? "" : "api_calls",
-    amount: [1, -2.5, 0, -0, 1e308, Number.NaN][i % 6],
+    amount: [1, -2.5, 0, -0, 1e308, Number.NaN][i % 6]!,
     idempotencyKey: i % 2 === 0 ? `key-${i}-${"😀".repeat(i % 3)}` : "",
     ...(i % 5 === 0 ? { timestamp: { seconds: BigInt(i % 10 === 0 ? -62_135_596_800 : 1_796_000_000 + i), nanos: i * 7 } } : {}),
     properties: i % 7 === 0 ? {} : { region: "eu-west", [`k${i}`]: "v".repeat(i % 200), "": "empty key" },

@@ -98,7 +98,19 @@ describe("compiled response encoders", () => {
     expect(compileEncoder(TrackResponseSchema)).not.toBeNull();
     expect(compileEncoder(TrackBatchResponseSchema)).not.toBeNull();
     expect(compileEncoder(TrackStreamResponseSchema)).not.toBeNull();
-    // A map field (properties) is not compiled.
-    expect(compileEncoder(TrackRequestSchema)).toBeNull();
+    expect(compileEncoder(TrackRequestSchema)).not.toBeNull();
+  });
+
+  it("given Track requests with properties, timestamps and unusual text, then the bytes are toBinary's", () => {
+    for (let i = 0; i < 40; i++) {
+      expectSameBytes(TrackRequestSchema, {
+        customerId: `c-${"ß".repeat(i % 3)}${i}`,
+        featureKey: i % 4 === 0 ? "" : "api_calls",
+        amount: [1, -0, 0, 2.5, Number.NaN][i % 5]!,
+        idempotencyKey: i % 2 === 0 ? `k${i}` : "",
+        ...(i % 3 === 0 ? { timestamp: ts(BigInt(1_796_000_000 - i * 1_000_000_000), i) } : {}),
+        properties: i % 6 === 0 ? {} : { region: "eu-west", "": "", "7": "index key", [`p${i}`]: "😀".repeat(i) },
+      });
+    }
   });
 });

@@ -8,7 +8,8 @@ import { compileEncoder, NotCompiled } from "./wire-encoder.js";
 
 export type AnyMessage = Parameters<typeof toBinary>[1];
 
-function serializer(schema: DescMessage): (value: AnyMessage) => Buffer {
+/** The bytes of a message or init object of `schema`, as meterd writes them (the bench clients too). */
+export function serializer(schema: DescMessage): (value: AnyMessage) => Buffer {
   const compiled = compileEncoder(schema);
   const generic = (value: AnyMessage): Buffer => {
     const bytes = toBinary(schema, isMessage(value, schema) ? value : create(schema, value as MessageInitShape<DescMessage>));
@@ -33,7 +34,8 @@ export function encodesInitShapes(schema: DescMessage): boolean {
   return compileEncoder(schema) !== null;
 }
 
-function deserializer(schema: DescMessage): (bytes: Buffer) => AnyMessage {
+/** The message `bytes` hold, as meterd reads it (the bench clients too). */
+export function deserializer(schema: DescMessage): (bytes: Buffer) => AnyMessage {
   const compiled = compileDecoder(schema);
   if (compiled === null) return (bytes) => fromBinary(schema, bytes);
   return (bytes) => {

@@ -1,13 +1,15 @@
-// Response encoders compiled from the protobuf-es descriptors, for the grpc-js listener. toBinary walks
-// each message through protobuf-es's reflection (a wrapper object, a presence check and a writer fork per
-// field): for a TrackBatch answer of a thousand results, that cost more CPU than deciding the events.
-// These encoders are built once per message type from the same descriptors, so they follow the proto,
-// and write the same bytes as toBinary (a test holds them to that). They read created messages and
-// plain init objects alike, so a handler's answer needs no create() first.
+// Encoders compiled from the protobuf-es descriptors, for the grpc-js listener's responses (and the bench
+// clients' requests). toBinary walks each message through protobuf-es's reflection (a wrapper object, a
+// presence check and a writer fork per field): for a TrackBatch answer of a thousand results, that cost
+// more CPU than deciding the events. These encoders are built once per message type from the same
+// descriptors, so they follow the proto, and write the same bytes as toBinary (a test holds them to
+// that). They read created messages and plain init objects alike, so a handler's answer needs no
+// create() first.
 //
-// Only what meterd's responses use is compiled: strings, bools, doubles, 32- and 64-bit varint integers,
-// enums, messages, repeated fields and oneofs, all proto3. A message type with anything else (maps,
-// bytes, fixed or zigzag integers, proto3 `optional`, groups) gets no encoder: toBinary serves it.
+// Only what meterd's messages use is compiled: strings, bools, doubles, 32- and 64-bit varint integers,
+// enums, messages, repeated fields, oneofs and string-to-string maps, all proto3. A message type with
+// anything else (other maps, bytes, fixed or zigzag integers, proto3 `optional`, groups) gets no encoder:
+// toBinary serves it.
 import { type DescField, type DescMessage, ScalarType } from "@bufbuild/protobuf";
 
 /** Field presence as protobuf-es numbers it: proto3's default, where a zero value is not written. */
@@ -156,7 +158,23 @@ function scalarOf(field: DescField): Scalar | null {
 function compileField(field: DescField): Encode | null {
   const name = field.localName;
   const no = field.number;
-  if (field.fieldKind === "map") return null;
+  if (field.fieldKind === "map") {
+    if (field.mapKey !== ScalarType.STRING || field.mapKind !== "scalar" || field.scalar !== ScalarType.STRING) return null;
+    // Each entry a message of its key (1) and value (2), both always written, in the object's key order.
+    return (w, value) => {
+      const map = value[name] as Record<string, string> | undefined;
+      if (map === undefined) return;
+      for (const key of Object.keys(map)) {
+        w.tag(no, WIRE_DELIMITED);
+        w.delimited(() => {
+          w.tag(1, WIRE_DELIMITED);
+          w.string(key);
+          w.tag(2, WIRE_DELIMITED);
+          w.string(map[key]!);
+        });
+      }
+    };
+  }
   if (field.fieldKind === "message" || (field.fieldKind === "list" && field.listKind === "message")) {
     if (field.delimitedEncoding) return null;
     const target = field.message;
