@@ -20,6 +20,8 @@ const WIRE_FIXED64 = 1;
 const WIRE_DELIMITED = 2;
 const WIRE_FIXED32 = 5;
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** Thrown for a value the compiled encoder does not write (unknown fields): toBinary takes over. */
 export class NotCompiled extends Error {}
 
@@ -47,6 +49,11 @@ class Writer {
 
   /** Any 64-bit value, as its unsigned two's complement (negative int32 and int64 take ten bytes). */
   varint64(n: bigint): void {
+    // Most values (Timestamp seconds, sequence numbers) are small and positive: the number path is cheaper.
+    if (n >= 0n && n <= MAX_SAFE) {
+      this.varint(Number(n));
+      return;
+    }
     let v = BigInt.asUintN(64, n);
     this.ensure(10);
     while (v > 0x7fn) {
