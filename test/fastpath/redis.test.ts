@@ -329,6 +329,32 @@ describe.skipIf(skipReason !== null)("RedisFastPath", () => {
       expect(() => new RedisFastPath({ redis: t.redis, settledTtlSeconds: 0 })).toThrow(RangeError);
     });
 
+    it("completes a batch when its events are settled, all at once or in parts, an index named twice counting once", async () => {
+      await fp.loadCounter(counter, 0);
+      const settle = (results: ApplyResult[]) =>
+        fp.settleMany(results.map((r) => ({ customerId: customer, dedupeKey: "", ref: r.code === "APPLIED" ? r.ref : "" })));
+      const batchOf = (r: ApplyResult) => (r.code === "APPLIED" ? r.ref.slice(0, r.ref.lastIndexOf("#")) : "");
+      const pending = async () => (await fp.staleEvents(-60_000, 10_000)).length;
+
+      // Every event at once: complete, a tombstone left, nothing pending.
+      const whole = await fp.applyMany([add(1), add(2), add(3, { limit: 1 }), add(4)]);
+      expect(whole.map((r) => r.code)).toEqual(["APPLIED", "APPLIED", "DENIED_LIMIT", "APPLIED"]);
+      expect(await pending()).toBe(3);
+      await settle([whole[0]!, whole[1]!, whole[3]!]);
+      expect(await t.redis.hkeys(batchOf(whole[0]!))).toEqual(["t"]);
+      expect(await pending()).toBe(0);
+
+      // In parts, with an index named twice: as many indexes as the batch applied, but not all of them.
+      const parts = await fp.applyMany([add(1), add(1), add(1)]);
+      await settle([parts[0]!, parts[0]!, parts[1]!]);
+      expect(await pending()).toBe(1);
+      expect(await t.redis.hkeys(batchOf(parts[0]!))).not.toEqual(["t"]);
+      await settle([parts[2]!]);
+      expect(await t.redis.hkeys(batchOf(parts[0]!))).toEqual(["t"]);
+      expect(await pending()).toBe(0);
+      expect(await fp.read([counter], null)).toEqual({ counters: [10], wallet: null });
+    });
+
     it("waitSettled sees a settle made through another connection", async () => {
       const second = await connectTestRedis(t.prefix);
       try {

@@ -45,7 +45,8 @@ local function flush(cache, rows, replies)
   if #cache.applied == 0 then return end
   -- A tombstone expires: the batch written over it must not.
   if cache.tombstone then redis.call("DEL", cache.batchKey) end
-  redis.call("HSET", cache.batchKey, "r", rows, "p", "\n" .. table.concat(cache.applied, "\n") .. "\n", "a", replies)
+  redis.call("HSET", cache.batchKey, "r", rows, "p", "\n" .. table.concat(cache.applied, "\n") .. "\n", "a", replies,
+    "n", #cache.applied)
   redis.call("ZADD", cache.outboxKey, cache.now, cache.batchKey)
 end
 

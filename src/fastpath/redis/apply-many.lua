@@ -4,6 +4,7 @@
 --   p  the applied events, a line each: index, delta, walletDelta, counted, record or wallet key, event id
 --   d  the indexes of those done (committed or undone), a line each; the batch is complete when all are
 --   a  this call's answer, for a resent call
+--   n  how many events it applied (a settle that names them all completes the batch without reading p)
 -- and is listed in the outbox (KEYS[2]), scored by its apply time.
 -- KEYS: the batch, the outbox, then every other key the call touches, once each; the arguments name
 -- them by their index in KEYS (a counter shared by many events is sent once).

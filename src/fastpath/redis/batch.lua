@@ -2,8 +2,25 @@
 -- places in the batch, one per line; those not applied in it, or already done, are skipped. Once every
 -- applied event is done, the batch leaves the outbox and shrinks to a tombstone that lives `tombstoneTtl`
 -- seconds: long enough for a resent apply call to find it rather than apply again.
+-- `distinct`, when given, is how many different indexes `indexes` names, all of events applied in the
+-- batch (settle.lua's callers name only those): when that is every event the batch applied ("n") and none
+-- was done before, the batch is complete without reading its lines.
 -- Returns 1 when the batch is complete, else 0.
-local function markDone(batchKey, outboxKey, indexes, tombstoneTtl)
+local function complete(batchKey, outboxKey, tombstoneTtl)
+  redis.call("DEL", batchKey)
+  redis.call("HSET", batchKey, "t", "1")
+  redis.call("EXPIRE", batchKey, tombstoneTtl)
+  redis.call("ZREM", outboxKey, batchKey)
+end
+
+local function markDone(batchKey, outboxKey, indexes, tombstoneTtl, distinct)
+  if distinct then
+    local g = redis.call("HMGET", batchKey, "n", "d")
+    if g[1] and not g[2] and tonumber(g[1]) == distinct then
+      complete(batchKey, outboxKey, tombstoneTtl)
+      return 1
+    end
+  end
   local f = redis.call("HMGET", batchKey, "p", "d")
   if not f[1] then return 0 end
   local d = f[2] or "\n"
@@ -22,10 +39,7 @@ local function markDone(batchKey, outboxKey, indexes, tombstoneTtl)
     end
   end
   if left == 0 then
-    redis.call("DEL", batchKey)
-    redis.call("HSET", batchKey, "t", "1")
-    redis.call("EXPIRE", batchKey, tombstoneTtl)
-    redis.call("ZREM", outboxKey, batchKey)
+    complete(batchKey, outboxKey, tombstoneTtl)
     return 1
   end
   if #added > 0 then redis.call("HSET", batchKey, "d", d .. table.concat(added, "\n") .. "\n") end

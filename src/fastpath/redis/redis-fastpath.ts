@@ -205,16 +205,18 @@ export class RedisFastPath implements FastPath {
 
   /** Marks the events done in their batches, in one script call. */
   async settleMany(items: ReadonlyArray<SettleItem>): Promise<void> {
-    const batches = new Map<string, string[]>();
+    // Each batch's indexes once: the script completes a batch at once when they are all it applied.
+    const batches = new Map<string, Set<string>>();
     for (const { ref } of items) {
       const at = parseRef(ref);
       if (at === null) continue; // a key recorded before batches: nothing to settle
       const indexes = batches.get(at.batchKey);
-      if (indexes) indexes.push(at.index);
-      else batches.set(at.batchKey, [at.index]);
+      if (indexes) indexes.add(at.index);
+      else batches.set(at.batchKey, new Set([at.index]));
     }
     if (batches.size === 0) return;
-    await this.redis.meterdSettle(batches.size + 1, this.keys.outbox(), ...batches.keys(), TOMBSTONE_TTL_SECONDS, ...[...batches.values()].map((ix) => ix.join("\n")));
+    const args = [...batches.values()].map((ix) => `${ix.size}:${[...ix].join("\n")}`);
+    await this.redis.meterdSettle(batches.size + 1, this.keys.outbox(), ...batches.keys(), TOMBSTONE_TTL_SECONDS, ...args);
   }
 
   async revert(req: ApplyRequest, applied: { delta: number; ref: PendingRef }): Promise<void> {

@@ -38,7 +38,7 @@ declare module "ioredis" {
      * one string: each event's reply, its fields tab-separated, a line each, in order.
      */
     meterdApplyMany(numKeys: number, ...keysAndArgs: string[]): Result<string, Context>;
-    /** settle.lua: numKeys, then the outbox and the batches; then tombstoneTtl and per batch the indexes settled, a line each. */
+    /** settle.lua: numKeys, then the outbox and the batches; then tombstoneTtl and per batch "<count>:" and the different indexes settled, a line each. */
     meterdSettle(numKeys: number, ...keysAndArgs: string[]): Result<Array<0 | 1>, Context>;
     /** read-records.lua: each record as "<P or S>\t<fingerprint>\t<event id>", or null. */
     meterdReadRecords(numKeys: number, ...keys: string[]): Result<Array<string | null>, Context>;
