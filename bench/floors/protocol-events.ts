@@ -6,10 +6,10 @@
 // This is the only file of the harness that knows those interfaces: when the fast path's or the ledger's
 // shapes change (the Lua protocol, the outbox record, the settle payload), adapt this file to build what
 // meterd now builds, and the protocol, latency and Redis floors follow unchanged.
-import { randomUUID } from "node:crypto";
 import type { ApplyRequest, ApplyResult, CounterRef, SettleItem } from "../../src/fastpath/fastpath.js";
 import type { RedisFastPath } from "../../src/fastpath/redis/redis-fastpath.js";
 import type { LedgerEvent } from "../../src/ledger/ledger.js";
+import { newEventId } from "../../src/metering/event-id.js";
 import { encodeOutbox } from "../../src/metering/records.js";
 
 const FEATURE = "api_calls";
@@ -49,7 +49,7 @@ export function floorBatch(events: ReadonlyArray<{ customerId: string; idempoten
   const reqs = new Array<ApplyRequest>(events.length);
   const rows = new Array<FloorBatch["rows"][number]>(events.length);
   events.forEach(({ customerId, idempotencyKey }, i) => {
-    const id = randomUUID();
+    const id = newEventId();
     const fingerprint = nextFingerprint();
     const counter = counterOf(customerId, period);
     const row = { id, customerId, featureKey: FEATURE, kind: "track" as const, idempotencyKey, fingerprint, occurredAt: now, properties: PROPERTIES };

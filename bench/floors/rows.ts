@@ -1,6 +1,6 @@
 // Ledger rows of bench events as text, for the floors that insert with pg directly (no meterd code):
-// the same columns and values as the rows meterd writes for a bench Track.
-import { randomUUID } from "node:crypto";
+// the same columns and values as the rows meterd writes for a bench Track, ids made as meterd makes them.
+import { newEventId } from "../../src/metering/event-id.js";
 
 export interface Row {
   id: string;
@@ -23,7 +23,7 @@ const nextFingerprint = () => `AAAAAAAAAAAAAAAAAAAAAA${(fingerprints++).toString
 
 export function benchRow(customerId: string, idempotencyKey: string, occurredAt = new Date().toISOString()): Row {
   return {
-    id: randomUUID(),
+    id: newEventId(),
     customerId,
     featureKey: "api_calls",
     kind: "track",

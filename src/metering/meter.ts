@@ -2,7 +2,6 @@
 // -> Ledger.append (group commit) -> answer -> settle. An ALLOWED answer is only given after the commit.
 // A commit that surely did not land undoes the increments; one whose outcome is unknown stays in the
 // outbox, where the sweeper commits it; either way a retry with the same key counts exactly once.
-import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Catalog } from "../catalog/catalog.js";
@@ -21,6 +20,7 @@ import { counterRef, Counters, failClosed, ledgerDown } from "./counters.js";
 import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsToNumber } from "./decimal.js";
 import { isPermanentLedgerRefusal } from "../ledger/refusal.js";
 import { commitUnknown, fastPathUnavailable, invalid, ledgerRefused, ledgerUnavailable, MeterError } from "./errors.js";
+import { newEventId } from "./event-id.js";
 import { type Period, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
 import { answerOf, duplicateOf, encodeOutbox, fingerprintOf } from "./records.js";
@@ -348,7 +348,7 @@ export class Meter {
     shared?: CounterRef | null,
   ): Prepared {
     // The id is given before the fast path, so that a resent command cannot count twice.
-    const eventId = randomUUID();
+    const eventId = newEventId();
     const hard = terms?.entitlement.hard ?? true;
     const dedupeKey = idempotencyKey === "" ? eventId : idempotencyKey;
     const counter = shared !== undefined ? shared : terms ? counterRef(customer.id, terms) : null;
