@@ -39,10 +39,15 @@ export class Reconciler {
   /**
    * The differences of one customer; with `repair`, a customer with any difference is reset so that the
    * fast path rebuilds it from the ledger on next use. Pending events (applied, not yet committed) count
-   * as expected: they are in the counter and on their way to the ledger.
+   * as expected: they are in the counter and on their way to the ledger. A pending event that the ledger
+   * already holds (committed, its settle still to come) counts once, in the ledger's sums.
    */
   async check(customerId: string, repair: boolean): Promise<Difference[]> {
-    const pending = await this.fastPath.pendingEvents(customerId);
+    const pending: Awaited<ReturnType<FastPath["pendingEvents"]>> = [];
+    // Read after the pending list: an event committed meanwhile is in the ledger, and found here.
+    for (const event of await this.fastPath.pendingEvents(customerId)) {
+      if ((await this.ledger.findById(event.eventId)) === null) pending.push(event);
+    }
     const pendingBy = new Map<string, number>();
     let pendingCredits = 0;
     for (const event of pending) {

@@ -60,6 +60,26 @@ describe.skipIf(skip !== null)("reconcile on Redis and Postgres", () => {
     expect(await reconciler.check(c, false)).toEqual([]);
   });
 
+  it("given an event committed whose settle has not landed, it is counted once, not reported as a difference", async () => {
+    const c = h.newCustomer();
+    await track(c, "api_calls", 2);
+    // A replica whose settles hang: its committed event stays listed as pending in the outbox.
+    const unsettled = new Proxy(fp, {
+      get(target, prop) {
+        if (prop === "settleMany") return () => new Promise(() => {});
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) as RedisFastPath;
+    const a = h.instance({ fastPath: unsettled, ledger: h.sqlLedger });
+    const outcome = await a.meter.track({ customerId: c, featureKey: "api_calls", amount: 5, idempotencyKey: "", timestamp: null, properties: {} }, secret);
+    expect(outcome.allowed).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await fp.pendingEvents(c)).map((e) => e.delta)).toEqual([5]);
+    expect(await h.sqlLedger.findById(outcome.eventId)).not.toBeNull();
+    expect(await reconciler.check(c, false)).toEqual([]);
+  });
+
   it("given an event applied and still committing, it is not reported as a difference", async () => {
     const c = h.newCustomer();
     await track(c, "api_calls", 2);
