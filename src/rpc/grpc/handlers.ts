@@ -132,8 +132,34 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/**
+ * The responses of a streaming implementation called as it is, as the unary direct path does: connect-es's
+ * invoker would create() every response message again (for a TrackStream answer of a thousand results and
+ * usages, a reflective copy of each), which a compiled encoder does not need. Errors are mapped where the
+ * handler catches them, as the error interceptor would.
+ */
+async function* directResponses(spec: MethodImplSpec, ctx: GrpcCallContext, requests: AsyncIterable<AnyMessage>): AsyncGenerator<AnyMessage> {
+  switch (spec.kind) {
+    case "server_streaming":
+      for await (const request of requests) {
+        yield* spec.impl(request, ctx) as AsyncIterable<AnyMessage>;
+        return;
+      }
+      return;
+    case "client_streaming":
+      yield (await spec.impl(requests, ctx)) as AnyMessage;
+      return;
+    case "bidi_streaming":
+      yield* spec.impl(requests, ctx) as AsyncIterable<AnyMessage>;
+      return;
+    default:
+      throw new Error(`not a streaming method: ${spec.method.name}`);
+  }
+}
+
 export function streamHandler(spec: MethodImplSpec, host: HandlerHost) {
   const procedure = `/${spec.method.parent.typeName}/${spec.method.name}`;
+  const direct = host.interceptors.length === 0 && encodesInitShapes(spec.method.output);
   // Server and bidi streams (WatchUsage, TrackStream) are long-lived: only the client's deadline applies.
   const capped = spec.kind === "client_streaming";
   return (call: SurfaceCall, callback?: sendUnaryData<AnyMessage>): void => {
@@ -145,7 +171,9 @@ export function streamHandler(spec: MethodImplSpec, host: HandlerHost) {
       spec.kind === "server_streaming"
         ? createAsyncIterable([(call as ServerWritableStream<AnyMessage, AnyMessage>).request])
         : requestsOf(call as unknown as Readable, signal);
-    const responses = transformInvokeImplementation(spec, ctx, host.allInterceptors)(requests)[Symbol.asyncIterator]();
+    const responses = (direct ? directResponses(spec, ctx, requests) : transformInvokeImplementation(spec, ctx, host.allInterceptors)(requests))[
+      Symbol.asyncIterator
+    ]();
 
     const run = async (): Promise<void> => {
       let headerSent = false;
