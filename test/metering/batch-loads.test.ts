@@ -76,5 +76,25 @@ describe.each(["pglite", "redis"] as const)("a batch of customers not loaded, on
       const fresh0 = await restarted.metrics.get(fresh[0]!, "api_calls");
       expect(fresh0[0]?.consumed).toBe(2);
     });
+
+    it("given customers with different billing anchors in one batch, then each event counts in its own customer's period", async () => {
+      const featureKey = `billed_${h.newCustomer()}`;
+      await h.catalog.putFeature({ key: featureKey, title: "Billed", productName: "Acme API", kind: "consumable", interval: "month", anchor: "billing", unit: "call", precision: 0, creditCost: null });
+      const now = h.clock.now.getTime();
+      const anchors = [null, new Date(now - 3 * 86_400_000), new Date(now - 20 * 86_400_000), new Date(now - 3 * 86_400_000)];
+      const customers = anchors.map(() => h.newCustomer());
+      for (const [i, id] of customers.entries()) {
+        await h.catalog.putCustomer({ id, planKey: null, overrides: [{ featureKey, limit: null, hard: true, thresholds: [] }], billingAnchor: anchors[i]! });
+      }
+      const outcomes = await h.meter.trackMany(
+        customers.map((customerId) => ({ customerId, featureKey, amount: 1, idempotencyKey: "", timestamp: null, properties: {} })),
+        { mayCorrect: true },
+      );
+      const starts = outcomes.map((o) => (o instanceof Error ? o : o.usage.periodStart));
+      const alone = await Promise.all(customers.map((id) => h.meter.check(id, featureKey, 1)));
+      expect(starts).toEqual(alone.map((c) => c.usage.periodStart));
+      expect(new Set(starts).size).toBe(3);
+      expect(starts[1]).toBe(starts[3]);
+    });
   });
 });
