@@ -86,9 +86,19 @@ class Writer {
 
   /** Writes a length-delimited body: one byte is kept for its length, and the body moved if it needs more. */
   delimited(body: () => void): void {
-    this.ensure(1);
-    const at = this.pos++;
+    const at = this.open();
     body();
+    this.close(at);
+  }
+
+  /** Starts a length-delimited body (see close): keeps one byte for its length, returns where. */
+  open(): number {
+    this.ensure(1);
+    return this.pos++;
+  }
+
+  /** Ends the body opened at `at`: writes its length there, moving the body if the length needs more bytes. */
+  close(at: number): void {
     const len = this.pos - at - 1;
     if (len < 0x80) {
       this.buf[at] = len;
@@ -189,9 +199,12 @@ function compileField(field: DescField): Encode | null {
     // The slot of a type still being compiled (one that contains itself) is filled by the time a value
     // is written; compileEncoder checks that the whole tree compiled.
     const slot = compileMessage(target);
+    const tag = no * 8 + WIRE_DELIMITED;
     const one: WriteValue = (w, v) => {
-      w.tag(no, WIRE_DELIMITED);
-      w.delimited(() => slot.encode!(w, v as Record<string, unknown>));
+      w.varint(tag);
+      const at = w.open();
+      slot.encode!(w, v as Record<string, unknown>);
+      w.close(at);
     };
     if (field.fieldKind === "list") {
       return (w, value) => {
