@@ -21,7 +21,7 @@ import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsTo
 import { isPermanentLedgerRefusal } from "../ledger/refusal.js";
 import { commitUnknown, fastPathUnavailable, invalid, ledgerRefused, ledgerUnavailable, MeterError } from "./errors.js";
 import { newEventId } from "./event-id.js";
-import { type Period, periodOf } from "./period.js";
+import { currentPeriodOf, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
 import { answerOf, duplicateOf, encodeOutbox, fingerprintOf } from "./records.js";
 import { OutboxSweeper } from "./sweeper.js";
@@ -101,7 +101,7 @@ export class Meter {
     // One instant for the whole call, so that events without a timestamp share their terms (a customer's
     // plan and period), worked out once per (customer, feature).
     const now = this.clock();
-    const terms: BatchTerms = { pairs: new Map(), periods: new Map() };
+    const terms = new Map<string, SharedTerms>();
     const prepared = inputs.map((input) => {
       try {
         return this.prepareTrack(input, caller, now, terms);
@@ -199,7 +199,7 @@ export class Meter {
   }
 
   /** Validates and prices one Track; a TrackOutcome when it is decided without the fast path. */
-  private prepareTrack(input: TrackInput, caller: Caller, now = this.clock(), shared?: BatchTerms): Prepared | TrackOutcome {
+  private prepareTrack(input: TrackInput, caller: Caller, now = this.clock(), shared?: Map<string, SharedTerms>): Prepared | TrackOutcome {
     checkCustomerId(input.customerId);
     const feature = this.featureOf(input.featureKey);
     const amount = amountToUnits(input.amount, feature.precision);
@@ -217,10 +217,10 @@ export class Meter {
     let counter: CounterRef | null | undefined;
     if (shared && !input.timestamp) {
       const pair = `${customer.id.length}:${customer.id}${feature.key}`;
-      let found = shared.pairs.get(pair);
+      let found = shared.get(pair);
       if (found === undefined) {
-        const t = this.termsAt(customer, feature, at, shared.periods);
-        shared.pairs.set(pair, (found = { terms: t, counter: t ? counterRef(customer.id, t) : null }));
+        const t = this.termsAt(customer, feature, at);
+        shared.set(pair, (found = { terms: t, counter: t ? counterRef(customer.id, t) : null }));
       }
       ({ terms, counter } = found);
     } else {
@@ -305,23 +305,11 @@ export class Meter {
   }
 
   /** The customer's terms for a feature at an instant; null if the plan does not include it. */
-  termsAt(customer: Customer, feature: Feature, at: Date, periods?: Map<string, Period | null>): Terms | null {
+  termsAt(customer: Customer, feature: Feature, at: Date): Terms | null {
     const entitlement = this.catalog.entitlement(customer, feature.key);
     if (!entitlement) return null;
-    return { feature, entitlement, limitUnits: limitUnitsOf(feature, entitlement), period: this.periodAt(customer, feature, at, periods) };
-  }
-
-  /**
-   * The feature's period at `at` for the customer. `periods` holds those already worked out for the same
-   * instant (a batch's): customers with the same billing anchor share them.
-   */
-  private periodAt(customer: Customer, feature: Feature, at: Date, periods?: Map<string, Period | null>): Period | null {
-    if (feature.kind === "persistent") return null;
-    if (periods === undefined) return periodOf(at, feature.interval, feature.anchor, customer.billingAnchor);
-    const key = `${feature.key}\u0000${customer.billingAnchor?.getTime() ?? ""}`;
-    let period = periods.get(key);
-    if (period === undefined) periods.set(key, (period = periodOf(at, feature.interval, feature.anchor, customer.billingAnchor)));
-    return period;
+    const period = feature.kind === "persistent" ? null : currentPeriodOf(at, feature.interval, feature.anchor, customer.billingAnchor);
+    return { feature, entitlement, limitUnits: limitUnitsOf(feature, entitlement), period };
   }
 
   /** Counters of one customer for these terms (see Counters.read). */
@@ -667,13 +655,6 @@ function afterFailedApply(pending: readonly Prepared[], error: unknown): Array<M
 interface SharedTerms {
   terms: Terms | null;
   counter: CounterRef | null;
-}
-
-/** What the events of one batch share, all at the batch's instant: terms per (customer, feature), periods. */
-interface BatchTerms {
-  pairs: Map<string, SharedTerms>;
-  /** By feature and billing anchor (see periodAt). */
-  periods: Map<string, Period | null>;
 }
 
 function keyConflict(key: string): MeterError {

@@ -111,6 +111,28 @@ export function periodOf(
   return { start: new Date(bounds[0]), end: new Date(bounds[1]) };
 }
 
+/** Most (interval, anchor, billing anchor) combinations whose current period is remembered. */
+const REMEMBERED_PERIODS = 10_000;
+const remembered = new Map<string, Period>();
+
+/**
+ * periodOf, remembered: the period that holds `at` holds every instant up to its end, so the Tracks of a
+ * month find it here instead of working it out each time. Periods are shared, never changed.
+ */
+export function currentPeriodOf(at: Date, interval: ResetInterval, anchor: ResetAnchor, billingAnchor: Date | null): Period | null {
+  if (interval === "never") return null;
+  const key = `${interval}\u0000${anchor}\u0000${anchor === "billing" ? (billingAnchor?.getTime() ?? "") : ""}`;
+  const known = remembered.get(key);
+  const t = at.getTime();
+  if (known !== undefined && known.start.getTime() <= t && t < known.end.getTime()) return known;
+  const period = periodOf(at, interval, anchor, billingAnchor);
+  if (period !== null) {
+    if (remembered.size >= REMEMBERED_PERIODS) remembered.clear();
+    remembered.set(key, period);
+  }
+  return period;
+}
+
 /** Whole days from `now` until the period ends, rounded up; 0 for a persistent period or a past end. */
 export function resetsInDays(period: Period | null, now: Date): number {
   if (period === null) return 0;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ResetAnchor, ResetInterval } from "../../src/catalog/types.js";
-import { periodKey, periodOf, resetsInDays, type Period } from "../../src/metering/period.js";
+import { currentPeriodOf, periodKey, periodOf, resetsInDays, type Period } from "../../src/metering/period.js";
 
 const DAY = 86_400_000;
 const WEEK = 7 * DAY;
@@ -370,5 +370,24 @@ describe("periodKey", () => {
     expect(periodKey(p("2024-05-10T00:00:00Z", "month", "billing", "2024-01-31T10:00:00Z"))).toBe(
       String(d("2024-04-30T10:00:00Z").getTime()),
     );
+  });
+});
+
+describe("currentPeriodOf", () => {
+  it("answers what periodOf answers, for instants walking across many periods, anchors and intervals", () => {
+    const intervals: ResetInterval[] = ["day", "week", "month", "year", "never"];
+    const anchors: ResetAnchor[] = ["calendar", "billing"];
+    const billing = [null, new Date("2024-01-31T10:00:00Z"), new Date("2023-02-28T23:59:59.999Z")];
+    for (const interval of intervals) {
+      for (const anchor of anchors) {
+        for (const billingAnchor of billing) {
+          // Forwards and backwards in uneven steps, so that cached periods are both reused and left.
+          for (let t = Date.parse("2025-12-20T00:00:00Z"), i = 0; i < 120; i++, t += (i % 7 === 0 ? -5 : 3) * 86_400_000 + 3_600_000) {
+            const at = new Date(t);
+            expect(currentPeriodOf(at, interval, anchor, billingAnchor)).toEqual(periodOf(at, interval, anchor, billingAnchor));
+          }
+        }
+      }
+    }
   });
 });
