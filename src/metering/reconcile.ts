@@ -1,7 +1,7 @@
 // Compares the fast path's counters and wallets with the ledger, and repairs a customer whose numbers
 // differ by making the fast path rebuild them from the ledger (the same path as after a Redis loss).
 import type { Catalog } from "../catalog/catalog.js";
-import type { CounterRef, FastPath } from "../fastpath/fastpath.js";
+import type { FastPath, StaleEvent } from "../fastpath/fastpath.js";
 import type { Ledger } from "../ledger/ledger.js";
 import { decodeOutbox } from "./records.js";
 import { decimalToUnits, unitsToDecimal } from "./decimal.js";
@@ -43,7 +43,7 @@ export class Reconciler {
    * already holds (committed, its settle still to come) counts once, in the ledger's sums.
    */
   async check(customerId: string, repair: boolean): Promise<Difference[]> {
-    const pending: Awaited<ReturnType<FastPath["pendingEvents"]>> = [];
+    const pending: StaleEvent[] = [];
     // Read after the pending list: an event committed meanwhile is in the ledger, and found here.
     for (const event of await this.fastPath.pendingEvents(customerId)) {
       if ((await this.ledger.findById(event.eventId)) === null) pending.push(event);

@@ -6,7 +6,7 @@ import { CatalogService } from "../../gen/meterd/v1/catalog_pb.js";
 import { MeteringService, TrackBatchRequestSchema, TrackRequestSchema, TrackStreamRequestSchema } from "../../gen/meterd/v1/metering_pb.js";
 import { methodDefinition } from "../../src/rpc/grpc/definitions.js";
 import { compileDecoder } from "../../src/rpc/grpc/wire-decoder.js";
-import { NotCompiled } from "../../src/rpc/grpc/wire-encoder.js";
+import { NotCompiled } from "../../src/rpc/grpc/wire-types.js";
 
 function expectSameRead(schema: DescMessage, bytes: Uint8Array): void {
   const decode = compileDecoder(schema);

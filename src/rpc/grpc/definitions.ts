@@ -4,7 +4,8 @@
 import { create, type DescMessage, type DescMethod, type DescService, fromBinary, isMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import type { MethodDefinition } from "@grpc/grpc-js";
 import { compileDecoder } from "./wire-decoder.js";
-import { compileEncoder, NotCompiled } from "./wire-encoder.js";
+import { compileEncoder } from "./wire-encoder.js";
+import { NotCompiled } from "./wire-types.js";
 
 export type AnyMessage = Parameters<typeof toBinary>[1];
 

@@ -12,11 +12,7 @@
 // anything else gets no decoder.
 import { create, type DescField, type DescMessage, ScalarType } from "@bufbuild/protobuf";
 import { Edition } from "@bufbuild/protobuf/wkt";
-import { NotCompiled } from "./wire-encoder.js";
-
-const WIRE_VARINT = 0;
-const WIRE_FIXED64 = 1;
-const WIRE_DELIMITED = 2;
+import { NotCompiled, treeCompiled, WIRE_DELIMITED, WIRE_FIXED64, WIRE_VARINT } from "./wire-types.js";
 
 /**
  * proto3 strings must be valid UTF-8: protobuf-es decodes them with a fatal TextDecoder, and so does this
@@ -24,7 +20,7 @@ const WIRE_DELIMITED = 2;
  */
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** Reads buf from pos to end; a nested message narrows end while it is read (within). */
+/** Reads buf from pos to end; a nested message narrows end while it is read (enter, leave). */
 class Reader {
   pos: number;
   constructor(
@@ -272,21 +268,10 @@ function assign(field: DescField, read: (r: Reader, wire: number) => unknown, is
  */
 export function compileDecoder(desc: DescMessage): ((bytes: Buffer) => object) | null {
   const type = compileType(desc);
-  if (!treeCompiled(desc, new Set())) return null;
+  if (!treeCompiled(desc, (name) => compiled.get(name)?.ok === true)) return null;
   return (bytes) => {
     const target = type.make();
     decodeInto(type, new Reader(bytes, 0, bytes.length), target);
     return target;
   };
-}
-
-function treeCompiled(desc: DescMessage, seen: Set<string>): boolean {
-  if (seen.has(desc.typeName)) return true;
-  seen.add(desc.typeName);
-  if (compiled.get(desc.typeName)?.ok !== true) return false;
-  for (const field of desc.fields) {
-    const target = field.fieldKind === "message" || (field.fieldKind === "list" && field.listKind === "message") ? field.message : undefined;
-    if (target !== undefined && !treeCompiled(target, seen)) return false;
-  }
-  return true;
 }

@@ -11,19 +11,12 @@
 // anything else (other maps, bytes, fixed or zigzag integers, proto3 `optional`, groups) gets no encoder:
 // toBinary serves it.
 import { type DescField, type DescMessage, ScalarType } from "@bufbuild/protobuf";
+import { NotCompiled, treeCompiled, WIRE_DELIMITED, WIRE_FIXED32, WIRE_FIXED64, WIRE_VARINT } from "./wire-types.js";
 
 /** Field presence as protobuf-es numbers it: proto3's default, where a zero value is not written. */
 const IMPLICIT = 2;
 
-const WIRE_VARINT = 0;
-const WIRE_FIXED64 = 1;
-const WIRE_DELIMITED = 2;
-const WIRE_FIXED32 = 5;
-
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-
-/** Thrown for a value the compiled encoder does not write (unknown fields): toBinary takes over. */
-export class NotCompiled extends Error {}
 
 /** A growable output buffer, reused by every encode on this thread: the result is copied out of it. */
 class Writer {
@@ -275,22 +268,11 @@ const writer = new Writer();
  */
 export function compileEncoder(desc: DescMessage): ((value: object) => Buffer) | null {
   const slot = compileMessage(desc);
-  if (slot.encode === null || !treeCompiled(desc, new Set())) return null;
+  if (slot.encode === null || !treeCompiled(desc, (name) => compiled.get(name)?.encode != null)) return null;
   const encode = slot.encode;
   return (value) => {
     writer.pos = 0;
     encode(writer, value as Record<string, unknown>);
     return Buffer.from(writer.buf.subarray(0, writer.pos));
   };
-}
-
-function treeCompiled(desc: DescMessage, seen: Set<string>): boolean {
-  if (seen.has(desc.typeName)) return true;
-  seen.add(desc.typeName);
-  if (compiled.get(desc.typeName)?.encode == null) return false;
-  for (const field of desc.fields) {
-    const target = field.fieldKind === "message" ? field.message : field.fieldKind === "list" && field.listKind === "message" ? field.message : undefined;
-    if (target !== undefined && !treeCompiled(target, seen)) return false;
-  }
-  return true;
 }
