@@ -178,8 +178,8 @@ const latencies = (r: OpenLoopResult) =>
 const serverCpu = (cpu: CpuShare, per: number, what: string) => `meterd cpu ${((cpu.server ?? NaN) / per).toFixed(1)} µs/${what}`;
 const customersText = (k: number) => `${k.toLocaleString("en-US")} customer${k === 1 ? "" : "s"}`;
 
-async function echoSubject(file: string, name: string): Promise<Subject & { port: number }> {
-  const echo = await startEcho(file);
+async function echoSubject(file: string, name: string, env?: NodeJS.ProcessEnv): Promise<Subject & { port: number }> {
+  const echo = await startEcho(file, env);
   return { pid: echo.pid, name, port: echo.port, stop: () => echo.stop() };
 }
 
@@ -302,8 +302,8 @@ async function main(): Promise<void> {
   // Throughput at 128 in flight: the bare echo floor first, then meterd, for each protocol.
   let echoPort = 0;
   const echoCall = (r: ClosedLoopResult, cpu: CpuShare) => `${perSecond(r)}; echo server cpu ${((cpu.server ?? NaN) / r.calls).toFixed(1)} µs/call`;
-  const startedEcho = (file: string, name: string) => async () => {
-    const echo = await echoSubject(file, name);
+  const startedEcho = (file: string, name: string, env?: NodeJS.ProcessEnv) => async () => {
+    const echo = await echoSubject(file, name, env);
     echoPort = echo.port;
     return echo;
   };
@@ -311,6 +311,17 @@ async function main(): Promise<void> {
     unary("grpc-track", `127.0.0.1:${echoPort}`, null, "eg", hooks), echoCall);
   await phases.run("track-grpc", "meterd Track over gRPC (grpc-js client), 128 in flight", server, (hooks) =>
     unary("grpc-track", grpcAddress, BENCH_KEY, "g", hooks), (r, cpu) => `${perSecond(r)}; ${serverCpu(cpu, r.calls, "call")}`);
+  await phases.run(
+    "durable-grpc",
+    "floor: durable grpc-js echo (the bare echo plus meterd's own Lua apply, group-committed insert and settle per Track), 128 in flight",
+    startedEcho("durable-echo.ts", "durable echo", {
+      METERD_BENCH_REDIS_URL: REDIS_URL,
+      METERD_BENCH_REDIS_PREFIX: `${floorPrefix}durable:`,
+      METERD_BENCH_DATABASE_URL: db.url,
+    }),
+    (hooks) => unary("grpc-track", `127.0.0.1:${echoPort}`, null, "dg", hooks),
+    echoCall,
+  );
   await phases.run("echo-connect", "floor: bare connect-node echo server, Track over HTTP/2 (connect-node client), 128 in flight", startedEcho("connect-echo.ts", "connect-node echo"), (hooks) =>
     unary("connect-track", `http://127.0.0.1:${echoPort}`, null, "ec", hooks), echoCall);
   await phases.run("track-connect", "meterd Track over Connect (connect-node client, HTTP/2, binary), 128 in flight", server, (hooks) =>

@@ -57,6 +57,14 @@ export function buildFigures(records: Map<string, PhaseRecord>, settings: Figure
   const echoGrpcCpu = cpuPerCall("echo-grpc");
   const tgCpu = cpuPerCall("track-grpc");
   if (tgCpu !== null) add(["track-grpc", "echo-grpc"], { name: "meterd CPU per Track, gRPC", value: tgCpu, unit: "µs/call", floor: echoGrpcCpu, floorName: "grpc-js echo", target: { op: "<=", ratio: TARGETS.trackGrpcCpuVsEcho } });
+  // The durable echo: grpc-js plus meterd's storage work per Track, without its service code. Diagnostic
+  // figures, without targets: what the storage protocol costs over a bare call, and what the service adds.
+  const durable = closed("durable-grpc");
+  const durableCpu = cpuPerCall("durable-grpc");
+  if (tg && durable) add(["track-grpc", "durable-grpc"], { name: `Track, gRPC, ${inFlight}, vs durable echo`, value: tg.callsPerSecond, unit: "calls/s", floor: finite(durable.callsPerSecond), floorName: "durable grpc-js echo" });
+  if (tgCpu !== null && durableCpu !== null) add(["track-grpc", "durable-grpc"], { name: "meterd CPU per Track, gRPC, vs durable echo", value: tgCpu, unit: "µs/call", floor: durableCpu, floorName: "durable grpc-js echo" });
+  if (durable && echoGrpc) add(["durable-grpc", "echo-grpc"], { name: `floor: durable grpc-js echo, ${inFlight}`, value: durable.callsPerSecond, unit: "calls/s", floor: finite(echoGrpc.callsPerSecond), floorName: "bare grpc-js echo" });
+  if (durableCpu !== null && echoGrpcCpu !== null) add(["durable-grpc", "echo-grpc"], { name: "floor: durable grpc-js echo, CPU per call", value: durableCpu, unit: "µs/call", floor: echoGrpcCpu, floorName: "grpc-js echo" });
   const tc = closed("track-connect");
   if (tc) add(["track-connect", "echo-connect"], { name: `Track, Connect, ${inFlight}`, value: tc.callsPerSecond, unit: "calls/s", floor: finite(echoConnect?.callsPerSecond), floorName: "bare connect-node echo", target: { op: ">=", ratio: TARGETS.trackConnectVsEcho } });
   const echoConnectCpu = cpuPerCall("echo-connect");

@@ -21,7 +21,7 @@ const spreadIds = (k: number) => [phaseId.protocolFloor(k), phaseId.tableFloor(k
 
 /** For --help: the ids, grouped. */
 export const PHASE_HELP = `Phases, in run order (--only also takes a family without its count: batch = ${SPREADS.map(phaseId.batch).join(",")}):
-  unary       echo-grpc track-grpc echo-connect track-connect
+  unary       echo-grpc track-grpc durable-grpc echo-connect track-connect
   latency     raw-latency latency-grpc latency-connect
   reads       metrics (GetMetrics)
   diagnostic  redis-lua pg-insert  (the protocol floor's Redis part alone, and its rows into the ledger tables with plain pg; ${DIAGNOSTIC_SPREAD} customers)
@@ -32,6 +32,7 @@ ${SPREADS.map((k) => `              ${spreadIds(k).join(" ")}`).join("\n")}`;
 export const PHASE_IDS: string[] = [
   "echo-grpc",
   "track-grpc",
+  "durable-grpc",
   "echo-connect",
   "track-connect",
   "raw-latency",

@@ -133,9 +133,9 @@ export async function startMeterd(options: { databaseUrl: string; prefix: string
   };
 }
 
-/** Starts one of the bench's echo servers (bench/echo/<file>) and resolves with its port. */
-export async function startEcho(file: string): Promise<Child & { port: number }> {
-  const env = { ...process.env };
+/** Starts one of the bench's echo servers (bench/echo/<file>), with `extraEnv`, and resolves with its port. */
+export async function startEcho(file: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<Child & { port: number }> {
+  const env = { ...process.env, ...extraEnv };
   delete env.NODE_OPTIONS;
   const child = startNode(file, ["--import", "tsx", `bench/echo/${file}`], env);
   try {
