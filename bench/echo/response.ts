@@ -13,7 +13,7 @@ let consumed = 0;
 
 /** A new response per call (a fresh event id), as meterd makes one. */
 export function echoResponse(req: TrackRequest): TrackResponse {
-  consumed += req.amount;
+  consumed += req.amount ?? 1;
   return create(TrackResponseSchema, {
     eventId: randomUUID(),
     decision: Decision.ALLOWED,

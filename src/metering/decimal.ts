@@ -19,7 +19,7 @@ export type UnitsResult =
       ok: false;
       /** What the amount must satisfy, for an error detail: "must be a finite number". */
       rule: string;
-      reason: "AMOUNT_NOT_FINITE" | "AMOUNT_OUT_OF_RANGE" | "AMOUNT_TOO_PRECISE";
+      reason: "AMOUNT_NOT_FINITE" | "AMOUNT_OUT_OF_RANGE" | "AMOUNT_ROUNDS_TO_ZERO";
     };
 
 /** An exact decimal split into sign, digits and a power of ten: value = sign * digits * 10^exp. */
@@ -103,6 +103,11 @@ export function minAmount(precision: number): string {
   return unitsToDecimal(1, precision);
 }
 
+/** Half the smallest amount at the precision: "0.5" at 0 places, "0.005" at 2. */
+function halfOf(precision: number): string {
+  return `0.${"0".repeat(precision)}5`;
+}
+
 /**
  * Converts an amount received as a JS double (from protobuf) to units at the given precision.
  * The double is read through its shortest round-trip decimal form (String(value)), so 0.1 is
@@ -135,10 +140,12 @@ export function amountToUnits(value: number, precision: number): UnitsResult {
     };
   }
   if (units === 0n) {
+    // 1.4 at 0 places counts 1, but 0.4 would count nothing: an amount is refused only when rounding
+    // leaves nothing of it, never for its digits alone.
     return {
       ok: false,
-      reason: "AMOUNT_TOO_PRECISE",
-      rule: `has more than ${precision} decimal places (the smallest amount is ${minAmount(precision)})`,
+      reason: "AMOUNT_ROUNDS_TO_ZERO",
+      rule: `must not round to 0: amounts are rounded half away from zero to ${precision} decimal places, so ${halfOf(precision)} counts as ${minAmount(precision)} and less counts nothing`,
     };
   }
   return { ok: true, units: Number(units) };

@@ -202,6 +202,9 @@ export class Meter {
   private prepareTrack(input: TrackInput, caller: Caller, now = this.clock(), shared?: Map<string, SharedTerms>): Prepared | TrackOutcome {
     checkCustomerId(input.customerId);
     const feature = this.featureOf(input.featureKey);
+    // An explicit 0 is almost always a caller's bug (an unset field sent as its default), and an event
+    // of nothing would be answered ALLOWED without counting anything.
+    if (input.amount === 0) throw invalid("amount", "must not be 0 (leave it unset to count 1)", "AMOUNT_ZERO");
     const amount = amountToUnits(input.amount, feature.precision);
     if (!amount.ok) throw invalid("amount", amount.rule, amount.reason);
     if (amount.units < 0 && !caller.mayCorrect) {
@@ -315,6 +318,11 @@ export class Meter {
   /** Counters of one customer for these terms (see Counters.read). */
   readTerms(customerId: string, terms: Terms[], withWallet: boolean): Promise<[number[], number | null]> {
     return this.counters.read(customerId, terms, withWallet);
+  }
+
+  /** Usage for these terms from the ledger alone (see Counters.fromLedger): past periods. */
+  readPastTerms(customerId: string, terms: Terms[], until: Date): Promise<number[]> {
+    return this.counters.fromLedger(customerId, terms, until);
   }
 
   walletUnits(customerId: string): Promise<number> {

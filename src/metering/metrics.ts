@@ -1,4 +1,5 @@
-// GetMetrics and WatchUsage: a customer's usage per feature in the current period, ready to display.
+// GetMetrics and WatchUsage: a customer's usage per feature in the current period (or, for GetMetrics, a
+// past one), ready to display.
 import type { Meter } from "./meter.js";
 import { invalid } from "./errors.js";
 import type { UsageChanges } from "./changes.js";
@@ -14,23 +15,40 @@ export class Metrics {
     private readonly clock: () => Date = () => new Date(),
   ) {}
 
-  /** All the customer's features, or one. A feature outside the customer's plan has no metric. */
-  async get(customerId: string, featureKey: string): Promise<MetricView[]> {
+  /**
+   * All the customer's features, or one. A feature outside the customer's plan has no metric. With `at`,
+   * the period that holds that instant: a period that has ended is summed from the ledger (a persistent
+   * feature up to `at`), under the customer's current plan; the credit balance is always today's.
+   */
+  async get(customerId: string, featureKey: string, at: Date | null = null): Promise<MetricView[]> {
     checkCustomerId(customerId);
     const catalog = this.meter.catalog;
     if (featureKey !== "" && !catalog.feature(featureKey)) {
       throw invalid("feature_key", `must name a known feature, "${featureKey}" is not one`, "UNKNOWN_FEATURE");
     }
     const now = this.clock();
+    if (at !== null && !(at.getTime() <= now.getTime())) throw invalid("at", "must not be in the future", "AT_IN_FUTURE");
+    const instant = at ?? now;
     const customer = catalog.customer(customerId);
     const terms: Terms[] = [];
     for (const { feature } of catalog.entitlements(customer)) {
       if (featureKey !== "" && feature.key !== featureKey) continue;
-      const t = this.meter.termsAt(customer, feature, now);
+      const t = this.meter.termsAt(customer, feature, instant);
       if (t) terms.push(t);
     }
+    // Terms of the current period read the counters; those of a period that has ended, the ledger.
+    const isPast = (t: Terms) => (t.period === null ? at !== null && instant.getTime() < now.getTime() : t.period.end.getTime() <= now.getTime());
+    const current = terms.filter((t) => !isPast(t));
+    const past = terms.filter(isPast);
     const withWallet = terms.some((t) => t.feature.creditCost !== null);
-    const [consumed, wallet] = await this.meter.readTerms(customerId, terms, withWallet);
+    const [[currentUsed, wallet], pastUsed] = await Promise.all([
+      this.meter.readTerms(customerId, current, withWallet),
+      this.meter.readPastTerms(customerId, past, instant),
+    ]);
+    const usedOf = new Map<Terms, number>();
+    current.forEach((t, i) => usedOf.set(t, currentUsed[i] ?? 0));
+    past.forEach((t, i) => usedOf.set(t, pastUsed[i] ?? 0));
+    const consumed = terms.map((t) => usedOf.get(t) ?? 0);
     return terms.map((t, i) => {
       const used = consumed[i] ?? 0;
       return {

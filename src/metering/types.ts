@@ -4,6 +4,7 @@
 export interface TrackInput {
   customerId: string;
   featureKey: string;
+  /** Not 0: a caller that gave none means 1 (see trackInputFromMsg). */
   amount: number;
   /** "" when the client gave none. */
   idempotencyKey: string;

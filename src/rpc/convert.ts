@@ -115,7 +115,8 @@ export function trackInputFromMsg(req: TrackRequest): TrackInput {
   return {
     customerId: req.customerId,
     featureKey: req.featureKey,
-    amount: req.amount,
+    // Unset counts one use; an explicit 0 is refused by the metering rules.
+    amount: req.amount ?? 1,
     idempotencyKey: req.idempotencyKey,
     timestamp: req.timestamp ? timestampDate(req.timestamp) : null,
     properties: req.properties,

@@ -55,7 +55,7 @@ export function checkScope(token: CustomerTokenPrincipal, customerId: string, fe
 /** Track with a token: its scope, a positive amount, and a timestamp that does not rewrite the past. */
 export function checkTokenTrack(token: CustomerTokenPrincipal, req: TrackRequest, now = Date.now()): void {
   checkScope(token, req.customerId, req.featureKey);
-  if (req.amount < 0) {
+  if (req.amount !== undefined && req.amount < 0) {
     throw new MeterError(
       Code.PermissionDenied,
       "NEGATIVE_AMOUNT_FORBIDDEN",

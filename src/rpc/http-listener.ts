@@ -149,6 +149,8 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
   // connectNodeAdapter, so that each unary handler can be wrapped (see undecodable-requests.ts).
   const router = createConnectRouter({
     readMaxBytes: options.maxMessageBytes,
+    // A JSON key that names no field is refused, not dropped (see undecodable-requests.ts).
+    jsonOptions: { ignoreUnknownFields: false },
     // No maxTimeoutMs here: Connect would refuse longer client timeouts, even on streams. clampTimeout caps them.
     shutdownSignal: shutdown.signal,
     interceptors: [errorInterceptor(logger), decodeFailureInterceptor, ...(options.interceptors ?? [])],

@@ -1,4 +1,5 @@
 // meterd.v1.MeteringService: protobuf in, metering rules, protobuf out. Served by both listeners.
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { MeteringService, type TrackRequest } from "../../gen/meterd/v1/metering_pb.js";
@@ -6,6 +7,7 @@ import { Decision } from "../../gen/meterd/v1/usage_pb.js";
 import type { Meter } from "../metering/meter.js";
 import type { Metrics } from "../metering/metrics.js";
 import { MeterError, invalid } from "../metering/errors.js";
+import { checkTimestampFields } from "../metering/validate.js";
 import type { Caller, TrackInput } from "../metering/types.js";
 import { principalKey } from "./context.js";
 import { checkScope, checkTokenTrack, customerTokenOf, requireSecretKey, tokenExpired, visibleTo } from "./customer-scope.js";
@@ -113,7 +115,9 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
     async getMetrics(req, ctx) {
       const token = customerTokenOf(ctx);
       if (token) checkScope(token, req.customerId, req.featureKey);
-      return { metrics: visibleTo(token, await metrics.get(req.customerId, req.featureKey)).map(metricToMsg) };
+      if (req.at) checkTimestampFields(req.at, "at");
+      const at = req.at ? timestampDate(req.at) : null;
+      return { metrics: visibleTo(token, await metrics.get(req.customerId, req.featureKey, at)).map(metricToMsg) };
     },
 
     // With a customer token, the stream ends with UNAUTHENTICATED when the token expires.

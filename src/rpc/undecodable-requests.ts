@@ -14,9 +14,16 @@
 // connect-es; the other two, on streaming calls, where the implementation reads the request
 // messages (an interceptor); on unary calls, which connect-es decodes before any interceptor runs,
 // in the answer, once the handler has written it. Errors of the implementation are never touched.
+//
+// JSON requests are parsed with unknown fields refused (connect-es ignores them by default): a
+// misspelt "idempotency-key" would otherwise be dropped, and exactly-once with it. protobuf-es names the
+// key in its message; here that refusal also gets meterd's ErrorDetail (field, rule, UNKNOWN_FIELD) on
+// Connect, where a body can carry it.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Compression, UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { invalid, type MeterError } from "../metering/errors.js";
 
 /** zlib and brotli codes that describe the input, not the server (Z_MEM_ERROR, for one, is not here). */
 const INPUT_FAULT = /^(Z_DATA_ERROR|Z_BUF_ERROR|Z_NEED_DICT|ERR_PADDING_\d|ERR__ERROR_FORMAT_\w+|ERR__ERROR_DICTIONARY\w*)$/;
@@ -26,6 +33,16 @@ const DECODE_FAILURE = /^(parse binary: |received compressed envelope, but do no
 
 function isDecodeFailure(code: Code, message: string): boolean {
   return code === Code.Internal && DECODE_FAILURE.test(message);
+}
+
+/** protobuf-es's message for a JSON key that names no field of the message being read. */
+const UNKNOWN_JSON_KEY = /^cannot decode message ([\w.]+) from JSON: key "(.*)" is unknown$/s;
+
+/** The refusal of an unknown JSON key as meterd words it, or null for any other message. */
+export function unknownFieldError(message: string): MeterError | null {
+  const match = UNKNOWN_JSON_KEY.exec(message);
+  if (match === null) return null;
+  return invalid(match[2]!, `is not a field of ${match[1]!} (JSON names are lowerCamelCase or the proto's own)`, "UNKNOWN_FIELD");
 }
 
 function invalidArgument(error: ConnectError): ConnectError {
@@ -52,7 +69,9 @@ async function* decodedMessages<T>(messages: AsyncIterable<T>): AsyncIterable<T>
   try {
     yield* messages;
   } catch (reason) {
-    throw reason instanceof ConnectError && isDecodeFailure(reason.code, reason.rawMessage) ? invalidArgument(reason) : reason;
+    if (!(reason instanceof ConnectError)) throw reason;
+    if (isDecodeFailure(reason.code, reason.rawMessage)) throw invalidArgument(reason);
+    throw (reason.code === Code.InvalidArgument ? unknownFieldError(reason.rawMessage) : null) ?? reason;
   }
 }
 
@@ -132,18 +151,25 @@ async function fixGrpcWeb(res: UniversalServerResponse): Promise<UniversalServer
 
 /** Connect unary: an error is a JSON body with an HTTP status mapped from its code. */
 async function fixConnectUnary(res: UniversalServerResponse): Promise<UniversalServerResponse> {
-  if (res.status !== 500 || res.header?.get("content-encoding") != null) return res;
+  if ((res.status !== 500 && res.status !== 400) || res.header?.get("content-encoding") != null) return res;
   const bytes = await readAll(res.body);
-  let error: { code?: unknown; message?: unknown };
+  let error: { code?: unknown; message?: unknown; details?: unknown };
   try {
     error = JSON.parse(Buffer.from(bytes).toString("utf8")) as typeof error;
   } catch {
     return { ...res, body: once(bytes) };
   }
-  if (error.code !== "internal" || typeof error.message !== "string" || !isDecodeFailure(Code.Internal, error.message)) {
+  if (typeof error.message !== "string") return { ...res, body: once(bytes) };
+  const unknownField = error.code === "invalid_argument" && error.details === undefined ? unknownFieldError(error.message) : null;
+  if (unknownField !== null) return withBody(res, Buffer.from(errorToJsonBytes(unknownField, {})));
+  if (error.code !== "internal" || !isDecodeFailure(Code.Internal, error.message)) {
     return { ...res, body: once(bytes) };
   }
-  const fixed = Buffer.from(JSON.stringify({ ...error, code: "invalid_argument" }), "utf8");
+  return withBody(res, Buffer.from(JSON.stringify({ ...error, code: "invalid_argument" }), "utf8"));
+}
+
+/** The response with an INVALID_ARGUMENT error body in place of its own. */
+function withBody(res: UniversalServerResponse, fixed: Buffer): UniversalServerResponse {
   const header = new Headers(res.header);
   header.set("content-length", String(fixed.byteLength));
   return { ...res, status: 400, header, body: once(fixed) };

@@ -107,16 +107,19 @@ describe("amountToUnits", () => {
     expect(units(amountToUnits(1.5e-5, 5))).toBe(2);
   });
 
-  it("refuses values that round to zero as too precise", () => {
+  it("refuses values that round to zero, and says so: the digits alone are never the reason", () => {
     for (const v of [0.00000049, 1e-7, -1e-7, 2.5e-7, 4.9e-7, 5e-324, Number.MIN_VALUE]) {
       const f = failure(amountToUnits(v, 6));
-      expect(f.reason).toBe("AMOUNT_TOO_PRECISE");
-      expect(f.rule).toContain("6 decimal places");
+      expect(f.reason).toBe("AMOUNT_ROUNDS_TO_ZERO");
+      expect(f.rule).toBe("must not round to 0: amounts are rounded half away from zero to 6 decimal places, so 0.0000005 counts as 0.000001 and less counts nothing");
     }
-    const f0 = failure(amountToUnits(0.4, 0));
-    expect(f0.reason).toBe("AMOUNT_TOO_PRECISE");
-    expect(f0.rule).toContain("0 decimal places");
-    expect(failure(amountToUnits(0.004, 2)).reason).toBe("AMOUNT_TOO_PRECISE");
+    const f0 = failure(amountToUnits(0.49, 0));
+    expect(f0.reason).toBe("AMOUNT_ROUNDS_TO_ZERO");
+    expect(f0.rule).toBe("must not round to 0: amounts are rounded half away from zero to 0 decimal places, so 0.5 counts as 1 and less counts nothing");
+    // The same number of decimal places is accepted when it rounds to something.
+    expect(units(amountToUnits(1.4, 0))).toBe(1);
+    expect(units(amountToUnits(0.5, 0))).toBe(1);
+    expect(failure(amountToUnits(0.004, 2)).reason).toBe("AMOUNT_ROUNDS_TO_ZERO");
     expect(units(amountToUnits(0.005, 2))).toBe(1);
   });
 
@@ -193,8 +196,8 @@ describe("amountToUnits", () => {
 });
 
 describe("amountToUnits exponent values", () => {
-  it("rounds 2.5e-7 to zero (too precise) and 7.5e-7 up to 1", () => {
-    expect(failure(amountToUnits(2.5e-7, 6)).reason).toBe("AMOUNT_TOO_PRECISE");
+  it("rounds 2.5e-7 to zero (refused) and 7.5e-7 up to 1", () => {
+    expect(failure(amountToUnits(2.5e-7, 6)).reason).toBe("AMOUNT_ROUNDS_TO_ZERO");
     expect(units(amountToUnits(7.5e-7, 6))).toBe(1);
     expect(units(amountToUnits(1e-6, 6))).toBe(1);
     expect(units(amountToUnits(1.23e-5, 6))).toBe(12);

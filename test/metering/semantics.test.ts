@@ -6,7 +6,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/meterd/v1/usage_pb.js";
 import { invalid, ledgerUnavailable, MeterError } from "../../src/metering/errors.js";
-import type { MetricView, SetUsageInput, TopUpInput, TrackInput } from "../../src/metering/types.js";
+import type { MetricView, SetUsageInput, TopUpInput, TrackInput, TrackOutcome } from "../../src/metering/types.js";
 import { toConnectError } from "../../src/rpc/errors.js";
 import { DAY_MS, faultyLedger, type LedgerBackend, type MeterHarness, openMeterHarness, T0 } from "../support/meter.js";
 import { postgresSkipReason } from "../support/pg.js";
@@ -227,6 +227,25 @@ describe.each(backends)("semantics on the %s ledger", (backend) => {
         expect(outcomes.every((o) => o.allowed)).toBe(true);
         expect(await rows(c)).toBe(1);
         expect((await metric(c, "api_calls")).consumed).toBe(1);
+      });
+
+      it("a key twice in one batch, for customers not loaded: the first occurrence in request order is the original", async () => {
+        // New customers, and customers with history whose fast path starts empty (a restart, a flush):
+        // both go through the grouped loads before either occurrence is decided.
+        const withHistory = Array.from({ length: 5 }, () => h.newCustomer());
+        for (const c of withHistory) await h.meter.track(track(c, "api_calls", 1, { idempotencyKey: "history" }), SECRET);
+        const restarted = h.instance();
+        for (const c of [...withHistory, ...Array.from({ length: 5 }, () => h.newCustomer())]) {
+          const other = h.newCustomer();
+          const batch = [
+            track(c, "api_calls", 1, { idempotencyKey: "twice" }),
+            track(other, "api_calls", 1, { idempotencyKey: "between" }),
+            track(c, "api_calls", 1, { idempotencyKey: "twice" }),
+          ];
+          const [first, , second] = (await restarted.meter.trackMany(batch, SECRET)) as TrackOutcome[];
+          expect(first).toMatchObject({ allowed: true, duplicate: false });
+          expect(second).toMatchObject({ allowed: true, duplicate: true, eventId: first!.eventId });
+        }
       });
 
       it("a retry after a restart (new Meter and fast path, same ledger) is still a duplicate", async () => {
@@ -570,7 +589,9 @@ describe.each(backends)("semantics on the %s ledger", (backend) => {
         { name: "a NaN amount", field: "amount", reason: "AMOUNT_NOT_FINITE", input: (c) => track(c, "api_calls", Number.NaN) },
         { name: "an infinite amount", field: "amount", reason: "AMOUNT_NOT_FINITE", input: (c) => track(c, "api_calls", Number.POSITIVE_INFINITY) },
         { name: "a negative infinite amount", field: "amount", reason: "AMOUNT_NOT_FINITE", input: (c) => track(c, "api_calls", Number.NEGATIVE_INFINITY) },
-        { name: "an amount too precise for the feature", field: "amount", reason: "AMOUNT_TOO_PRECISE", input: (c) => track(c, "storage_gb", 1e-9) },
+        { name: "an amount that rounds to 0 at the feature's precision", field: "amount", reason: "AMOUNT_ROUNDS_TO_ZERO", input: (c) => track(c, "storage_gb", 1e-9) },
+        { name: "an amount of 0", field: "amount", reason: "AMOUNT_ZERO", input: (c) => track(c, "api_calls", 0) },
+        { name: "an amount of -0", field: "amount", reason: "AMOUNT_ZERO", input: (c) => track(c, "storage_gb", -0) },
         { name: "an amount beyond the bound", field: "amount", reason: "AMOUNT_OUT_OF_RANGE", input: (c) => track(c, "storage_gb", 1e300) },
         { name: "an amount just beyond the bound", field: "amount", reason: "AMOUNT_OUT_OF_RANGE", input: (c) => track(c, "storage_gb", 9007199254.741) },
         { name: "a bad idempotency key", field: "idempotency_key", reason: "IDEMPOTENCY_KEY_INVALID", input: (c) => track(c, "api_calls", 1, { idempotencyKey: "has space" }) },
@@ -711,6 +732,38 @@ describe.each(backends)("semantics on the %s ledger", (backend) => {
         expect(all[3]).toMatchObject({ featureKey: "ai_tokens", limit: null, creditBalance: 0 });
         const err = await rejection(h.metrics.get(c, "nope"));
         expect(err.code).toBe(Code.InvalidArgument);
+      });
+
+      it("get at a past instant: the period that holds it, summed from the ledger; a persistent feature as it stood", async () => {
+        const c = h.newCustomer();
+        // February: 3 API calls (one backdated from March) and 2 seats; March: 4 calls and 1 more seat.
+        h.clock.now = new Date("2025-02-20T12:00:00Z");
+        await h.meter.track(track(c, "api_calls", 2), SECRET);
+        await h.meter.track(track(c, "seats", 2), SECRET);
+        h.resetClock();
+        await h.meter.track(track(c, "api_calls", 1, { timestamp: new Date("2025-02-27T00:00:00Z") }), SECRET);
+        await h.meter.track(track(c, "api_calls", 4), SECRET);
+        await h.meter.track(track(c, "seats", 1), SECRET);
+
+        const feb = await h.metrics.get(c, "", new Date("2025-02-10T00:00:00Z"));
+        expect(feb.find((m) => m.featureKey === "api_calls")).toMatchObject({
+          consumed: 3,
+          periodStart: FEBRUARY[0].getTime(),
+          periodEnd: FEBRUARY[1].getTime(),
+          resetsInDays: 0,
+        });
+        expect(feb.find((m) => m.featureKey === "seats")?.consumed).toBe(0);
+        expect((await h.metrics.get(c, "seats", new Date("2025-02-25T00:00:00Z")))[0]?.consumed).toBe(2);
+        // The same answers from a fresh fast path that has loaded nothing: the ledger is the source.
+        const restarted = h.instance();
+        expect((await restarted.metrics.get(c, "api_calls", new Date("2025-02-28T23:59:59Z")))[0]?.consumed).toBe(3);
+        // An instant in the current period reads the current counters.
+        expect((await h.metrics.get(c, "api_calls", new Date("2025-03-02T00:00:00Z")))[0]?.consumed).toBe(4);
+        expect((await h.metrics.get(c, "seats", T0))[0]?.consumed).toBe(3);
+        expect((await h.metrics.get(c, "api_calls", null))[0]?.consumed).toBe(4);
+        const future = await rejection(h.metrics.get(c, "", new Date(T0.getTime() + 1)));
+        expect(future.code).toBe(Code.InvalidArgument);
+        expect(future.findDetails(ErrorDetailSchema)[0]).toMatchObject({ field: "at", reason: "AT_IN_FUTURE" });
       });
 
       it("watch yields the current metrics first, then a change after a track", async () => {

@@ -144,3 +144,27 @@ describe("a fault of the server is still INTERNAL", () => {
     if (protocol === "connect") expect(outcome.httpStatus).toBe(500);
   });
 });
+
+describe("JSON keys that name no field: INVALID_ARGUMENT naming the key, in every protocol that carries JSON", () => {
+  const misspelt = Buffer.from(JSON.stringify({ customerId: "c1", "idempotency-key": "k-1" }));
+  const named = /^idempotency-key is not a field of meterd\.v1\.TrackRequest|key "idempotency-key" is unknown/;
+
+  it("Connect unary JSON: HTTP 400, and the request never reaches the implementation", async () => {
+    const before = servers.observed.trackCalls;
+    const answer = await h1Request(servers.httpPort, { path: TRACK, headers: { ...auth, "content-type": "application/json" }, body: misspelt });
+    expect(outcomeOf("connect", answer)).toEqual({ code: "invalid_argument", message: expect.stringMatching(named), httpStatus: 400 });
+    expect(answer.headers["content-length"]).toBe(String(answer.body.length));
+    expect(servers.observed.trackCalls).toBe(before);
+  });
+
+  it("Connect streaming JSON (TrackStream): an end-stream error", async () => {
+    const body = envelope(Buffer.from(JSON.stringify({ events: [{ customerId: "c1", "idempotency-key": "k-1" }] })));
+    const answer = await h2Request(servers.httpPort, { path: TRACK_STREAM, headers: { ...auth, "content-type": "application/connect+json" }, body });
+    expect(outcomeOf("connect-stream", answer)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(named) });
+  });
+
+  it("gRPC-web with JSON: grpc-status 3", async () => {
+    const answer = await h1Request(servers.httpPort, { path: TRACK, headers: { ...auth, "content-type": "application/grpc-web+json" }, body: envelope(misspelt) });
+    expect(outcomeOf("grpc-web", answer)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(named) });
+  });
+});

@@ -7,6 +7,7 @@ import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { errorFromJson } from "@connectrpc/connect/protocol-connect";
 import { CatalogService, FeatureKind, ResetInterval } from "../../gen/meterd/v1/catalog_pb.js";
 import { MeteringService } from "../../gen/meterd/v1/metering_pb.js";
 import { Decision, DenyReason, ErrorDetailSchema, LimitKind } from "../../gen/meterd/v1/usage_pb.js";
@@ -140,8 +141,9 @@ const badTracks: Array<{ name: string; req: Partial<TrackInit>; field: string; r
   { name: "an empty customer", req: { customerId: "" }, field: "customer_id", reason: "CUSTOMER_ID_EMPTY" },
   { name: "a NaN amount", req: { amount: Number.NaN }, field: "amount", reason: "AMOUNT_NOT_FINITE" },
   { name: "an infinite amount", req: { amount: Number.POSITIVE_INFINITY }, field: "amount", reason: "AMOUNT_NOT_FINITE" },
-  { name: "an amount finer than the feature's precision", req: { featureKey: "storage_gb", amount: 0.0000001 }, field: "amount", reason: "AMOUNT_TOO_PRECISE" },
-  { name: "an amount below one whole call", req: { amount: 0.4 }, field: "amount", reason: "AMOUNT_TOO_PRECISE" },
+  { name: "an amount finer than the feature's precision", req: { featureKey: "storage_gb", amount: 0.0000001 }, field: "amount", reason: "AMOUNT_ROUNDS_TO_ZERO" },
+  { name: "an amount that rounds to no whole call", req: { amount: 0.49 }, field: "amount", reason: "AMOUNT_ROUNDS_TO_ZERO" },
+  { name: "an explicit amount of 0", req: { amount: 0 }, field: "amount", reason: "AMOUNT_ZERO" },
   { name: "a timestamp 36 days back", req: { timestamp: timestampFromMs(now - 36 * DAY_MS) }, field: "timestamp", reason: "TIMESTAMP_TOO_OLD" },
   { name: "a timestamp 10 minutes ahead", req: { timestamp: timestampFromMs(now + 10 * 60_000) }, field: "timestamp", reason: "TIMESTAMP_IN_FUTURE" },
   { name: "an idempotency key with a space", req: { idempotencyKey: "order 42" }, field: "idempotency_key", reason: "IDEMPOTENCY_KEY_INVALID" },
@@ -164,6 +166,93 @@ describe.each([
     expect(detail?.rule).not.toBe("");
     expect(err.rawMessage).toBe(`${field} ${detail?.rule}`);
     if (full.customerId !== "") expect(await allConsumed(customerId)).toEqual([0, 0, 0, 0]);
+  });
+});
+
+describe("Track without an amount counts one use", () => {
+  it.each([
+    { name: "Connect JSON", transport: () => json },
+    { name: "Connect binary", transport: () => binary },
+    { name: "gRPC (grpc-js listener)", transport: grpcJsTransport },
+  ])("over $name: unset counts 1, its replay counts nothing more, and an explicit 0 writes nothing", async ({ name, transport }) => {
+    const client = createClient(MeteringService, transport());
+    const customerId = `cust-no-amount-${name.replace(/\W+/g, "-").toLowerCase()}`;
+    const first = await client.track({ customerId, featureKey: "api_calls", idempotencyKey: "one" }, { headers: auth });
+    expect(first.decision).toBe(Decision.ALLOWED);
+    expect(first.usage?.consumed).toBe(1);
+    const replay = await client.track({ customerId, featureKey: "api_calls", idempotencyKey: "one" }, { headers: auth });
+    expect(replay).toMatchObject({ duplicate: true, eventId: first.eventId });
+    const zero = await errorOf(() => client.track({ customerId, featureKey: "api_calls", amount: 0, idempotencyKey: "zero" }, { headers: auth }));
+    expect(zero.code).toBe(Code.InvalidArgument);
+    expect(detailOf(zero)).toMatchObject({ field: "amount", reason: "AMOUNT_ZERO" });
+    const { results } = await client.trackBatch({ events: [{ customerId, featureKey: "api_calls", idempotencyKey: "b1" }, { customerId, featureKey: "api_calls", amount: 0, idempotencyKey: "b2" }] }, { headers: auth });
+    expect(results.map((r) => r.outcome.case)).toEqual(["tracked", "error"]);
+    expect(results[1]?.outcome.value).toMatchObject({ field: "events[1].amount", reason: "AMOUNT_ZERO" });
+    expect(await consumed(customerId, "api_calls")).toBe(2);
+  });
+});
+
+describe("GetMetrics at a past instant", () => {
+  it("answers the period that held it, and refuses an instant in the future or out of range", async () => {
+    const customerId = "cust-metrics-at";
+    const then = Date.now() - 30 * DAY_MS;
+    await metering.track({ customerId, featureKey: "api_calls", amount: 3, idempotencyKey: "then", timestamp: timestampFromMs(then) }, { headers: auth });
+    const { metrics } = await metering.getMetrics({ customerId, featureKey: "api_calls", at: timestampFromMs(then) }, { headers: auth });
+    expect(metrics[0]).toMatchObject({ featureKey: "api_calls", consumed: 3 });
+    expect(Number(metrics[0]!.periodStart!.seconds) * 1000).toBeLessThanOrEqual(then);
+    expect(Number(metrics[0]!.periodEnd!.seconds) * 1000).toBeGreaterThan(then);
+    const future = await errorOf(() => metering.getMetrics({ customerId, at: timestampFromMs(Date.now() + 3_600_000) }, { headers: auth }));
+    expect(future.code).toBe(Code.InvalidArgument);
+    expect(detailOf(future)).toMatchObject({ field: "at", reason: "AT_IN_FUTURE" });
+    // Binary: JSON could not even carry it.
+    const badNanos = await errorOf(() => createClient(MeteringService, binary).getMetrics({ customerId, at: { seconds: 1n, nanos: -1 } }, { headers: auth }));
+    expect(detailOf(badNanos)).toMatchObject({ field: "at.nanos", reason: "TIMESTAMP_INVALID" });
+  });
+});
+
+describe("Connect JSON refuses keys that name no field", () => {
+  it.each([
+    { name: "a kebab-case idempotency key", body: { customerId: "cust-json-keys", featureKey: "api_calls", amount: 1, "idempotency-key": "k1" }, key: "idempotency-key" },
+    { name: "a key with a trailing space", body: { customerId: "cust-json-keys", featureKey: "api_calls", amount: 1, "idempotencyKey ": "k1" }, key: "idempotencyKey " },
+  ])("Track with $name: INVALID_ARGUMENT naming it, nothing counted", async ({ body, key }) => {
+    const res = await fetch(`http://127.0.0.1:${server.httpPort}/meterd.v1.MeteringService/Track`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    expect(res.status).toBe(400);
+    const error = errorFromJson(await res.json(), undefined, new ConnectError("no error in the body"));
+    expect(error.code).toBe(Code.InvalidArgument);
+    expect(error.rawMessage).toBe(`${key} is not a field of meterd.v1.TrackRequest (JSON names are lowerCamelCase or the proto's own)`);
+    expect(detailOf(error)).toMatchObject({ field: key, reason: "UNKNOWN_FIELD" });
+    expect(await allConsumed("cust-json-keys")).toEqual([0, 0, 0, 0]);
+  });
+
+  it("TrackBatch with a misspelt key in one event: the whole call is refused, nothing counted", async () => {
+    const res = await fetch(`http://127.0.0.1:${server.httpPort}/meterd.v1.MeteringService/TrackBatch`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({
+        events: [
+          { customerId: "cust-json-keys-batch", featureKey: "api_calls", amount: 1, idempotencyKey: "k1" },
+          { customerId: "cust-json-keys-batch", featureKey: "api_calls", amount: 1, idempotency_Key: "k2" },
+        ],
+      }),
+    });
+    expect(res.status).toBe(400);
+    const error = errorFromJson(await res.json(), undefined, new ConnectError("no error in the body"));
+    expect(detailOf(error)).toMatchObject({ field: "idempotency_Key", reason: "UNKNOWN_FIELD" });
+    expect(await allConsumed("cust-json-keys-batch")).toEqual([0, 0, 0, 0]);
+  });
+
+  it("the proto's own field names are still accepted", async () => {
+    const res = await fetch(`http://127.0.0.1:${server.httpPort}/meterd.v1.MeteringService/Track`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ customer_id: "cust-json-proto-names", feature_key: "api_calls", idempotency_key: "k1" }),
+    });
+    expect(res.status).toBe(200);
+    expect(await consumed("cust-json-proto-names", "api_calls")).toBe(1);
   });
 });
 

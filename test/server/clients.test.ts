@@ -291,7 +291,7 @@ describe("@grpc/grpc-js client from the .proto files -> grpc-js listener", () =>
     const second = acks[1]!.results;
     expect(second.map((r) => r.outcome)).toEqual(["tracked", "error", "tracked"]);
     expect(second[0]!.tracked).toMatchObject({ decision: "DECISION_ALLOWED", usage: { featureKey: "api_calls", consumed: 3 } });
-    expect(second[1]!.error).toMatchObject({ code: "invalid_argument", field: "events[1].amount", reason: "AMOUNT_TOO_PRECISE" });
+    expect(second[1]!.error).toMatchObject({ code: "invalid_argument", field: "events[1].amount", reason: "AMOUNT_ROUNDS_TO_ZERO" });
     expect(second[2]!.tracked).toMatchObject({ decision: "DECISION_ALLOWED", usage: { featureKey: "seats", consumed: 1, limit: 10 } });
     // Seats never reset: no period.
     expect(second[2]!.tracked!.usage.periodStart).toBeNull();

@@ -132,6 +132,17 @@ describe.each(listeners)("a customer token on the $name", (l) => {
     expect(watched.metrics.find((m) => m.featureKey === "api_calls")?.consumed).toBe(3);
   });
 
+  it("counts a Track without an amount as 1, and refuses an explicit 0 with nothing counted", async () => {
+    const a = customer("no-amount");
+    const token = await mint(a);
+    const tracked = await metering.track({ customerId: a, featureKey: "api_calls", idempotencyKey: "unset-1" }, bearer(token));
+    expect(tracked.usage?.consumed).toBe(1);
+    const zero = await errorOf(() => metering.track({ customerId: a, featureKey: "api_calls", amount: 0, idempotencyKey: "zero-1" }, bearer(token)));
+    expect(zero.code).toBe(Code.InvalidArgument);
+    expect(reasonOf(zero)).toBe("AMOUNT_ZERO");
+    expect(await consumed(a)).toBe(1);
+  });
+
   it("cannot read or track for another customer", async () => {
     const [a, b] = [customer("a"), customer("b")];
     await admin.track({ customerId: b, featureKey: "api_calls", amount: 5 }, { headers: auth });

@@ -7,13 +7,15 @@
 // create() first.
 //
 // Only what meterd's messages use is compiled: strings, bools, doubles, 32- and 64-bit varint integers,
-// enums, messages, repeated fields, oneofs and string-to-string maps, all proto3. A message type with
-// anything else (other maps, bytes, fixed or zigzag integers, proto3 `optional`, groups) gets no encoder:
-// toBinary serves it.
+// enums, messages, repeated fields, oneofs, string-to-string maps and proto3 `optional` (explicit presence:
+// written when set, zero or not). A message type with anything else (other maps, bytes, fixed or zigzag
+// integers, required fields, groups) gets no encoder: toBinary serves it.
 import { type DescField, type DescMessage, ScalarType } from "@bufbuild/protobuf";
 import { NotCompiled, treeCompiled, WIRE_DELIMITED, WIRE_FIXED32, WIRE_FIXED64, WIRE_VARINT } from "./wire-types.js";
 
-/** Field presence as protobuf-es numbers it: proto3's default, where a zero value is not written. */
+/** Field presence as protobuf-es numbers it: proto3 `optional`, written whenever it is set. */
+const EXPLICIT = 1;
+/** proto3's default, where a zero value is not written. */
 const IMPLICIT = 2;
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
@@ -233,7 +235,7 @@ function compileField(field: DescField): Encode | null {
     w.tag(no, scalar.wire);
     scalar.write(w, v);
   };
-  if (field.oneof !== undefined) return inOneofOrPresent(field, one);
+  if (field.oneof !== undefined || field.presence === EXPLICIT) return inOneofOrPresent(field, one);
   if (field.presence !== IMPLICIT) return null;
   const zero = field.fieldKind === "enum" ? field.enum.values[0]!.number : undefined;
   const isZero = field.fieldKind === "enum" ? (v: unknown) => v === zero : scalar.isZero;
@@ -243,7 +245,10 @@ function compileField(field: DescField): Encode | null {
   };
 }
 
-/** A oneof member is written when its case is chosen, zero or not; a message field when it is set. */
+/**
+ * A oneof member is written when its case is chosen, zero or not; a message field, or a scalar with
+ * explicit presence, when it is set.
+ */
 function inOneofOrPresent(field: DescField, one: WriteValue): Encode {
   const name = field.localName;
   if (field.oneof !== undefined) {
