@@ -1,4 +1,7 @@
 // The ledger: every counted event, durable and exactly once. Counters are derived from it.
+import type { EventPosition, EventQuery } from "./event-query.js";
+
+export type { EventPosition, EventQuery } from "./event-query.js";
 
 export type EventKind = "track" | "set" | "adjustment" | "topup";
 
@@ -70,6 +73,8 @@ export interface Ledger {
   walletHistory(customerId: string, limit: number): Promise<StoredEvent[]>;
   /** Every event of a customer, oldest first (tests and reconciliation). */
   listEvents(customerId: string): Promise<StoredEvent[]>;
+  /** A page of one customer's events (see event-query.ts); `next` is null on the last page. */
+  queryEvents(query: EventQuery): Promise<{ events: StoredEvent[]; next: EventPosition | null }>;
   /** Waits for pending commits, then releases the database. */
   close(): Promise<void>;
 }

@@ -8,12 +8,15 @@
 import {
   type AppendOutcome,
   type EventKind,
+  type EventPosition,
+  type EventQuery,
   type Ledger,
   type LedgerEvent,
   NotWrittenError,
   type StoredEvent,
   type UsageSumQuery,
 } from "./ledger.js";
+import { eventPageStatement } from "./event-query.js";
 import { isPermanentLedgerRefusal } from "./refusal.js";
 import type { SqlClient, SqlExecutor } from "./sql.js";
 
@@ -323,6 +326,15 @@ export class SqlLedger implements Ledger {
       [customerId, Math.floor(limit)],
     );
     return res.rows.map(toStored);
+  }
+
+  async queryEvents(query: EventQuery): Promise<{ events: StoredEvent[]; next: EventPosition | null }> {
+    const { text, values } = eventPageStatement(COLUMNS, query);
+    const res = await this.sql.query<EventRow & { seq: string; occurred_us: string }>(text, values);
+    const rows = res.rows.slice(0, query.limit);
+    const last = rows[rows.length - 1];
+    const next = res.rows.length > query.limit && last !== undefined ? { occurredAtMicros: last.occurred_us, seq: last.seq } : null;
+    return { events: rows.map(toStored), next };
   }
 
   async listEvents(customerId: string): Promise<StoredEvent[]> {

@@ -20,6 +20,7 @@ import { counterRef, Counters, failClosed, ledgerDown } from "./counters.js";
 import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsToNumber } from "./decimal.js";
 import { isPermanentLedgerRefusal } from "../ledger/refusal.js";
 import { commitUnknown, fastPathUnavailable, invalid, ledgerRefused, ledgerUnavailable, MeterError } from "./errors.js";
+import { type EventListing, type EventPage, listEvents } from "./event-list.js";
 import { newEventId } from "./event-id.js";
 import { currentPeriodOf, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
@@ -318,6 +319,11 @@ export class Meter {
   /** Counters of one customer for these terms (see Counters.read). */
   readTerms(customerId: string, terms: Terms[], withWallet: boolean): Promise<[number[], number | null]> {
     return this.counters.read(customerId, terms, withWallet);
+  }
+
+  /** A page of one customer's ledger events (ListEvents). */
+  listEvents(listing: EventListing): Promise<EventPage> {
+    return listEvents(this.ledger, this.catalog, listing);
   }
 
   /** Usage for these terms from the ledger alone (see Counters.fromLedger): past periods. */

@@ -9,7 +9,13 @@ import { principalKey } from "./context.js";
 
 /** The procedures a customer token may call; everything else needs a secret key. */
 export const CUSTOMER_TOKEN_PROCEDURES: ReadonlySet<string> = new Set(
-  [MeteringService.method.track, MeteringService.method.check, MeteringService.method.getMetrics, MeteringService.method.watchUsage].map(
+  [
+    MeteringService.method.track,
+    MeteringService.method.check,
+    MeteringService.method.getMetrics,
+    MeteringService.method.watchUsage,
+    MeteringService.method.listEvents,
+  ].map(
     (m) => `/${MeteringService.typeName}/${m.name}`,
   ),
 );

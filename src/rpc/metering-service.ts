@@ -11,6 +11,7 @@ import { checkTimestampFields } from "../metering/validate.js";
 import type { Caller, TrackInput } from "../metering/types.js";
 import { principalKey } from "./context.js";
 import { checkScope, checkTokenTrack, customerTokenOf, requireSecretKey, tokenExpired, visibleTo } from "./customer-scope.js";
+import { ledgerEventToMsg, listingFromMsg } from "./list-events.js";
 import { CustomerUsages, denyReasonToMsg, metricToMsg, trackInputFromMsg, trackOutcomeToMsg, usageToMsg } from "./convert.js";
 
 export const MAX_BATCH = 1000;
@@ -118,6 +119,13 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       if (req.at) checkTimestampFields(req.at, "at");
       const at = req.at ? timestampDate(req.at) : null;
       return { metrics: visibleTo(token, await metrics.get(req.customerId, req.featureKey, at)).map(metricToMsg) };
+    },
+
+    async listEvents(req, ctx) {
+      const token = customerTokenOf(ctx);
+      if (token) checkScope(token, req.customerId, req.featureKey);
+      const page = await meter.listEvents(listingFromMsg(req, token?.featureKeys ?? null));
+      return { events: page.events.map(ledgerEventToMsg), nextPageToken: page.nextPageToken };
     },
 
     // With a customer token, the stream ends with UNAUTHENTICATED when the token expires.

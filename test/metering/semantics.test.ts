@@ -6,6 +6,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/meterd/v1/usage_pb.js";
 import { invalid, ledgerUnavailable, MeterError } from "../../src/metering/errors.js";
+import type { EventListing } from "../../src/metering/event-list.js";
 import type { MetricView, SetUsageInput, TopUpInput, TrackInput, TrackOutcome } from "../../src/metering/types.js";
 import { toConnectError } from "../../src/rpc/errors.js";
 import { DAY_MS, faultyLedger, type LedgerBackend, type MeterHarness, openMeterHarness, T0 } from "../support/meter.js";
@@ -578,6 +579,93 @@ describe.each(backends)("semantics on the %s ledger", (backend) => {
         expect((await h.meter.setUsage(setUsage(c, "storage_gb", 1))).denyReason).toBe("not_entitled");
         expect(await rows(c)).toBe(0);
         expect((await h.metrics.get(c, "")).map((m) => m.featureKey)).toEqual(["api_calls"]);
+      });
+    });
+
+    describe("ListEvents", () => {
+      const listing = (customerId: string, over: Partial<EventListing> = {}): EventListing => ({
+        customerId,
+        featureKey: "",
+        onlyFeatures: null,
+        from: null,
+        to: null,
+        kinds: [],
+        idempotencyKey: "",
+        newestFirst: true,
+        pageSize: 0,
+        pageToken: "",
+        ...over,
+      });
+      /** Every page, following the tokens. */
+      async function all(l: EventListing): Promise<string[]> {
+        const ids: string[] = [];
+        let token = "";
+        for (let pages = 0; pages < 50; pages++) {
+          const page = await h.meter.listEvents({ ...l, pageToken: token });
+          ids.push(...page.events.map((e) => e.id));
+          if (page.nextPageToken === "") return ids;
+          token = page.nextPageToken;
+        }
+        throw new Error("more than 50 pages");
+      }
+
+      it("pages through one customer's events in either order, with every filter, amounts exact", async () => {
+        const c = h.newCustomer();
+        const other = h.newCustomer();
+        h.clock.now = new Date("2025-02-20T12:00:00Z");
+        await h.meter.track(track(c, "api_calls", 2, { idempotencyKey: "feb" }), SECRET);
+        h.resetClock();
+        await h.meter.track(track(c, "api_calls", 1, { timestamp: new Date("2025-03-01T00:00:00Z"), idempotencyKey: "mar-1" }), SECRET);
+        await h.meter.track(track(c, "storage_gb", 0.1, { properties: { region: "eu" } }), SECRET);
+        await h.meter.track(track(c, "api_calls", -1, { idempotencyKey: "fix" }), SECRET);
+        await h.meter.setUsage(setUsage(c, "seats", 3));
+        await h.meter.topUp(topUp(c, 5, "credits-1"));
+        await h.meter.track(track(other, "api_calls", 7), SECRET);
+
+        const oldest = await all(listing(c, { newestFirst: false, pageSize: 2 }));
+        const stored = (await h.sqlLedger.listEvents(c)).map((e) => e.id);
+        expect(oldest).toEqual(stored);
+        expect(await all(listing(c, { pageSize: 4 }))).toEqual([...stored].reverse());
+
+        const [gb] = (await h.meter.listEvents(listing(c, { featureKey: "storage_gb" }))).events;
+        expect(gb).toMatchObject({ kind: "track", amount: "0.1", credits: "0", properties: { region: "eu" }, customerId: c });
+        const calls = (await h.meter.listEvents(listing(c, { featureKey: "api_calls", newestFirst: false }))).events;
+        expect(calls.map((e) => [e.kind, e.amount])).toEqual([["track", "2"], ["track", "1"], ["adjustment", "-1"]]);
+        expect((await h.meter.listEvents(listing(c, { kinds: ["topup"] }))).events.map((e) => [e.kind, e.credits, e.featureKey])).toEqual([["topup", "5", null]]);
+        expect((await h.meter.listEvents(listing(c, { kinds: ["set", "adjustment"] }))).events.map((e) => e.kind).sort()).toEqual(["adjustment", "set"]);
+        expect((await h.meter.listEvents(listing(c, { idempotencyKey: "mar-1" }))).events.map((e) => e.amount)).toEqual(["1"]);
+        const february = await h.meter.listEvents(listing(c, { from: FEBRUARY[0], to: FEBRUARY[1] }));
+        expect(february.events.map((e) => e.idempotencyKey)).toEqual(["feb"]);
+        // A customer token's features: no top-ups, nothing of other features.
+        const scoped = await all(listing(c, { onlyFeatures: ["storage_gb", "seats"] }));
+        expect(scoped).toHaveLength(2);
+        expect((await h.meter.listEvents(listing(c, { featureKey: "api_calls", onlyFeatures: ["seats"] }))).events).toEqual([]);
+      });
+
+      it("a page token is bound to its filters; bad requests are INVALID_ARGUMENT naming the field", async () => {
+        const c = h.newCustomer();
+        for (let i = 0; i < 3; i++) await h.meter.track(track(c, "api_calls", 1), SECRET);
+        const first = await h.meter.listEvents(listing(c, { pageSize: 1 }));
+        expect(first.nextPageToken).not.toBe("");
+        // The page size may change between pages; the filters and the order may not.
+        expect((await h.meter.listEvents(listing(c, { pageSize: 5, pageToken: first.nextPageToken }))).events).toHaveLength(2);
+        const cases: Array<[Partial<EventListing>, string, string]> = [
+          [{ newestFirst: false, pageToken: first.nextPageToken }, "page_token", "PAGE_TOKEN_MISMATCH"],
+          [{ featureKey: "api_calls", pageToken: first.nextPageToken }, "page_token", "PAGE_TOKEN_MISMATCH"],
+          [{ pageToken: "not-a-token" }, "page_token", "PAGE_TOKEN_INVALID"],
+          [{ pageSize: 1001 }, "page_size", "PAGE_SIZE_OUT_OF_RANGE"],
+          [{ pageSize: -1 }, "page_size", "PAGE_SIZE_OUT_OF_RANGE"],
+          [{ from: T0, to: T0 }, "to", "RANGE_EMPTY"],
+          [{ featureKey: "nope" }, "feature_key", "UNKNOWN_FEATURE"],
+          [{ idempotencyKey: "has space" }, "idempotency_key", "IDEMPOTENCY_KEY_INVALID"],
+        ];
+        for (const [over, field, reason] of cases) {
+          const err = await rejection(h.meter.listEvents(listing(c, over)));
+          expect(err.code).toBe(Code.InvalidArgument);
+          expect(err.findDetails(ErrorDetailSchema)[0]).toMatchObject({ field, reason });
+        }
+        const otherCustomer = await rejection(h.meter.listEvents(listing(h.newCustomer(), { pageToken: first.nextPageToken })));
+        expect(otherCustomer.findDetails(ErrorDetailSchema)[0]).toMatchObject({ reason: "PAGE_TOKEN_MISMATCH" });
       });
     });
 

@@ -43,6 +43,15 @@ describe.each([
     expect(JSON.parse(res.stdout)).toMatchObject({ eventId: "evt-curl", thresholdsCrossed: [80] });
   });
 
+  it("calls ListEvents with the README's request", async () => {
+    const body = JSON.stringify({ customer_id: "cus_42", feature_key: "api_calls", from: "2026-11-01T00:00:00Z", page_size: 50 });
+    const res = await bufCurl([...protocol, "-H", `authorization: Bearer ${KEY}`, "-d", body, url("meterd.v1.MeteringService/ListEvents")]);
+    expect(res.code).toBe(0);
+    expect(JSON.parse(res.stdout)).toEqual({
+      events: [{ id: "evt-50", customerId: "cus_42", featureKey: "api_calls", amount: "1.5", credits: "0", idempotencyKey: "2026-11-01T00:00:00.000Z" }],
+    });
+  });
+
   it("gets UNAUTHENTICATED without a key", async () => {
     const res = await bufCurl([...protocol, "-d", track, url("meterd.v1.MeteringService/Track")]);
     expect(res.code).not.toBe(0);

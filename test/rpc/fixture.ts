@@ -76,6 +76,11 @@ function testMetering(observed: Observed): ServiceImpl<typeof MeteringService> {
     getMetrics() {
       return { metrics: [] };
     },
+    listEvents(req) {
+      // One event that reflects the request, so that a client can tell its fields arrived.
+      const from = req.from === undefined ? "" : new Date(Number(req.from.seconds) * 1000).toISOString();
+      return { events: [{ id: `evt-${req.pageSize}`, customerId: req.customerId, featureKey: req.featureKey, amount: "1.5", credits: "0", idempotencyKey: from }] };
+    },
     async *watchUsage(req) {
       for (let i = 1; i <= 3; i++) {
         await sleep(5);

@@ -10,7 +10,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/meterd/v1/auth_pb.js";
 import { CatalogService } from "../../gen/meterd/v1/catalog_pb.js";
-import { MeteringService } from "../../gen/meterd/v1/metering_pb.js";
+import { EventKind, EventOrder, MeteringService } from "../../gen/meterd/v1/metering_pb.js";
 import { Decision, ErrorDetailSchema } from "../../gen/meterd/v1/usage_pb.js";
 import { CustomerTokens } from "../../src/auth/customer-tokens.js";
 import type { Server } from "../../src/server.js";
@@ -188,6 +188,26 @@ describe.each(listeners)("a customer token on the $name", (l) => {
     expect((await metering.getMetrics({ customerId: a }, bearer(token))).metrics.map((m) => m.featureKey)).toEqual(["api_calls"]);
     expect((await firstWatch(metering, a, token)).metrics.map((m) => m.featureKey)).toEqual(["api_calls"]);
     expect(await consumed(a, "seats")).toBe(0);
+  });
+
+  it("lists its own customer's events of its features, a page at a time, and no one else's", async () => {
+    const a = customer("events");
+    await admin.track({ customerId: a, featureKey: "api_calls", amount: 1.5, idempotencyKey: "e1", properties: { path: "/v1/x" } }, { headers: auth });
+    await admin.track({ customerId: a, featureKey: "api_calls", amount: 2, idempotencyKey: "e2" }, { headers: auth });
+    await admin.track({ customerId: a, featureKey: "seats", amount: 1, idempotencyKey: "e3" }, { headers: auth });
+    const token = await mint(a, ["api_calls"]);
+    const first = await metering.listEvents({ customerId: a, pageSize: 1, order: EventOrder.OLDEST_FIRST }, bearer(token));
+    expect(first.events.map((e) => [e.featureKey, e.kind, e.amount, e.idempotencyKey, e.properties])).toEqual([["api_calls", EventKind.TRACK, "2", "e1", { path: "/v1/x" }]]);
+    expect(first.events[0]?.occurredAt).toBeDefined();
+    const second = await metering.listEvents({ customerId: a, pageSize: 1, order: EventOrder.OLDEST_FIRST, pageToken: first.nextPageToken }, bearer(token));
+    expect(second.events.map((e) => e.idempotencyKey)).toEqual(["e2"]);
+    expect(second.nextPageToken).toBe("");
+    const seats = await errorOf(() => metering.listEvents({ customerId: a, featureKey: "seats" }, bearer(token)));
+    expect(reasonOf(seats)).toBe("FEATURE_NOT_ALLOWED");
+    const other = await errorOf(() => metering.listEvents({ customerId: customer("someone-else") }, bearer(token)));
+    expect(reasonOf(other)).toBe("CUSTOMER_NOT_ALLOWED");
+    // A secret key sees every feature.
+    expect((await admin.listEvents({ customerId: a }, { headers: auth })).events.map((e) => e.idempotencyKey)).toEqual(["e3", "e2", "e1"]);
   });
 
   it("cannot call SetUsage, TrackBatch, TrackStream, the CatalogService or the AuthService", async () => {

@@ -4,8 +4,8 @@
 // @generated from file meterd/v1/metering.proto (package meterd.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Decision, DenyReason, EventError, LimitKind, Usage } from "./usage_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meterd/v1/metering.proto.
  */
 export const file_meterd_v1_metering: GenFile = /*@__PURE__*/
-  fileDesc("ChhtZXRlcmQvdjEvbWV0ZXJpbmcucHJvdG8SCW1ldGVyZC52MSKQAgoMVHJhY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEhMKBmFtb3VudBgDIAEoAUgAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKCnByb3BlcnRpZXMYBiADKAsyJy5tZXRlcmQudjEuVHJhY2tSZXF1ZXN0LlByb3BlcnRpZXNFbnRyeRoxCg9Qcm9wZXJ0aWVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIJCgdfYW1vdW50IsQBCg1UcmFja1Jlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEiUKCGRlY2lzaW9uGAIgASgOMhMubWV0ZXJkLnYxLkRlY2lzaW9uEioKC2RlbnlfcmVhc29uGAMgASgOMhUubWV0ZXJkLnYxLkRlbnlSZWFzb24SEQoJZHVwbGljYXRlGAQgASgIEh8KBXVzYWdlGAUgASgLMhAubWV0ZXJkLnYxLlVzYWdlEhoKEnRocmVzaG9sZHNfY3Jvc3NlZBgGIAMoASJZChFUcmFja0JhdGNoUmVxdWVzdBInCgZldmVudHMYASADKAsyFy5tZXRlcmQudjEuVHJhY2tSZXF1ZXN0EhsKE2luY2x1ZGVfZXZlbnRfdXNhZ2UYAiABKAgibQoLVHJhY2tSZXN1bHQSKwoHdHJhY2tlZBgBIAEoCzIYLm1ldGVyZC52MS5UcmFja1Jlc3BvbnNlSAASJgoFZXJyb3IYAiABKAsyFS5tZXRlcmQudjEuRXZlbnRFcnJvckgAQgkKB291dGNvbWUiZwoSVHJhY2tCYXRjaFJlc3BvbnNlEicKB3Jlc3VsdHMYASADKAsyFi5tZXRlcmQudjEuVHJhY2tSZXN1bHQSKAoGdXNhZ2VzGAIgAygLMhgubWV0ZXJkLnYxLkN1c3RvbWVyVXNhZ2UiRQoNQ3VzdG9tZXJVc2FnZRITCgtjdXN0b21lcl9pZBgBIAEoCRIfCgV1c2FnZRgCIAEoCzIQLm1ldGVyZC52MS5Vc2FnZSJaChJUcmFja1N0cmVhbVJlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcubWV0ZXJkLnYxLlRyYWNrUmVxdWVzdBIbChNpbmNsdWRlX2V2ZW50X3VzYWdlGAIgASgIInoKE1RyYWNrU3RyZWFtUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSJwoHcmVzdWx0cxgCIAMoCzIWLm1ldGVyZC52MS5UcmFja1Jlc3VsdBIoCgZ1c2FnZXMYAyADKAsyGC5tZXRlcmQudjEuQ3VzdG9tZXJVc2FnZSKDAgoPU2V0VXNhZ2VSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEgwKBHVzZWQYAyABKAESFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEhoKDWV4cGVjdGVkX3VzZWQYBSABKAFIAIgBARI+Cgpwcm9wZXJ0aWVzGAYgAygLMioubWV0ZXJkLnYxLlNldFVzYWdlUmVxdWVzdC5Qcm9wZXJ0aWVzRW50cnkaMQoPUHJvcGVydGllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCEAoOX2V4cGVjdGVkX3VzZWQiugEKEFNldFVzYWdlUmVzcG9uc2USDQoFZGVsdGEYASABKAESEAoIZXZlbnRfaWQYAiABKAkSEQoJZHVwbGljYXRlGAMgASgIEh8KBXVzYWdlGAQgASgLMhAubWV0ZXJkLnYxLlVzYWdlEiUKCGRlY2lzaW9uGAUgASgOMhMubWV0ZXJkLnYxLkRlY2lzaW9uEioKC2RlbnlfcmVhc29uGAYgASgOMhUubWV0ZXJkLnYxLkRlbnlSZWFzb24iSAoMQ2hlY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEg4KBmFtb3VudBgDIAEoASJtCg1DaGVja1Jlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSHwoFdXNhZ2UYAiABKAsyEC5tZXRlcmQudjEuVXNhZ2USKgoLZGVueV9yZWFzb24YAyABKA4yFS5tZXRlcmQudjEuRGVueVJlYXNvbiJlChFHZXRNZXRyaWNzUmVxdWVzdBITCgtjdXN0b21lcl9pZBgBIAEoCRITCgtmZWF0dXJlX2tleRgCIAEoCRImCgJhdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioQMKBk1ldHJpYxITCgtmZWF0dXJlX2tleRgBIAEoCRIVCg1mZWF0dXJlX3RpdGxlGAIgASgJEhQKDHByb2R1Y3RfbmFtZRgDIAEoCRIQCghjb25zdW1lZBgEIAEoARINCgVsaW1pdBgFIAEoARIRCglyZW1haW5pbmcYBiABKAESEQoJdW5saW1pdGVkGAcgASgIEhcKD3BlcmNlbnRhZ2VfdXNlZBgIIAEoARIwCgxwZXJpb2Rfc3RhcnQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc2V0c19pbl9kYXlzGAsgASgFEhoKEnRocmVzaG9sZHNfcmVhY2hlZBgMIAMoARIMCgR1bml0GA0gASgJEigKCmxpbWl0X2tpbmQYDiABKA4yFC5tZXRlcmQudjEuTGltaXRLaW5kEg8KB292ZXJhZ2UYDyABKAESFgoOY3JlZGl0X2JhbGFuY2UYECABKAEiOAoSR2V0TWV0cmljc1Jlc3BvbnNlEiIKB21ldHJpY3MYASADKAsyES5tZXRlcmQudjEuTWV0cmljIj0KEVdhdGNoVXNhZ2VSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJIjgKEldhdGNoVXNhZ2VSZXNwb25zZRIiCgdtZXRyaWNzGAEgAygLMhEubWV0ZXJkLnYxLk1ldHJpYzKNBAoPTWV0ZXJpbmdTZXJ2aWNlEjoKBVRyYWNrEhcubWV0ZXJkLnYxLlRyYWNrUmVxdWVzdBoYLm1ldGVyZC52MS5UcmFja1Jlc3BvbnNlEkkKClRyYWNrQmF0Y2gSHC5tZXRlcmQudjEuVHJhY2tCYXRjaFJlcXVlc3QaHS5tZXRlcmQudjEuVHJhY2tCYXRjaFJlc3BvbnNlElAKC1RyYWNrU3RyZWFtEh0ubWV0ZXJkLnYxLlRyYWNrU3RyZWFtUmVxdWVzdBoeLm1ldGVyZC52MS5UcmFja1N0cmVhbVJlc3BvbnNlKAEwARJDCghTZXRVc2FnZRIaLm1ldGVyZC52MS5TZXRVc2FnZVJlcXVlc3QaGy5tZXRlcmQudjEuU2V0VXNhZ2VSZXNwb25zZRI/CgVDaGVjaxIXLm1ldGVyZC52MS5DaGVja1JlcXVlc3QaGC5tZXRlcmQudjEuQ2hlY2tSZXNwb25zZSIDkAIBEk4KCkdldE1ldHJpY3MSHC5tZXRlcmQudjEuR2V0TWV0cmljc1JlcXVlc3QaHS5tZXRlcmQudjEuR2V0TWV0cmljc1Jlc3BvbnNlIgOQAgESSwoKV2F0Y2hVc2FnZRIcLm1ldGVyZC52MS5XYXRjaFVzYWdlUmVxdWVzdBodLm1ldGVyZC52MS5XYXRjaFVzYWdlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_meterd_v1_usage]);
+  fileDesc("ChhtZXRlcmQvdjEvbWV0ZXJpbmcucHJvdG8SCW1ldGVyZC52MSKQAgoMVHJhY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEhMKBmFtb3VudBgDIAEoAUgAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKCnByb3BlcnRpZXMYBiADKAsyJy5tZXRlcmQudjEuVHJhY2tSZXF1ZXN0LlByb3BlcnRpZXNFbnRyeRoxCg9Qcm9wZXJ0aWVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIJCgdfYW1vdW50IsQBCg1UcmFja1Jlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEiUKCGRlY2lzaW9uGAIgASgOMhMubWV0ZXJkLnYxLkRlY2lzaW9uEioKC2RlbnlfcmVhc29uGAMgASgOMhUubWV0ZXJkLnYxLkRlbnlSZWFzb24SEQoJZHVwbGljYXRlGAQgASgIEh8KBXVzYWdlGAUgASgLMhAubWV0ZXJkLnYxLlVzYWdlEhoKEnRocmVzaG9sZHNfY3Jvc3NlZBgGIAMoASJZChFUcmFja0JhdGNoUmVxdWVzdBInCgZldmVudHMYASADKAsyFy5tZXRlcmQudjEuVHJhY2tSZXF1ZXN0EhsKE2luY2x1ZGVfZXZlbnRfdXNhZ2UYAiABKAgibQoLVHJhY2tSZXN1bHQSKwoHdHJhY2tlZBgBIAEoCzIYLm1ldGVyZC52MS5UcmFja1Jlc3BvbnNlSAASJgoFZXJyb3IYAiABKAsyFS5tZXRlcmQudjEuRXZlbnRFcnJvckgAQgkKB291dGNvbWUiZwoSVHJhY2tCYXRjaFJlc3BvbnNlEicKB3Jlc3VsdHMYASADKAsyFi5tZXRlcmQudjEuVHJhY2tSZXN1bHQSKAoGdXNhZ2VzGAIgAygLMhgubWV0ZXJkLnYxLkN1c3RvbWVyVXNhZ2UiRQoNQ3VzdG9tZXJVc2FnZRITCgtjdXN0b21lcl9pZBgBIAEoCRIfCgV1c2FnZRgCIAEoCzIQLm1ldGVyZC52MS5Vc2FnZSJaChJUcmFja1N0cmVhbVJlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcubWV0ZXJkLnYxLlRyYWNrUmVxdWVzdBIbChNpbmNsdWRlX2V2ZW50X3VzYWdlGAIgASgIInoKE1RyYWNrU3RyZWFtUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSJwoHcmVzdWx0cxgCIAMoCzIWLm1ldGVyZC52MS5UcmFja1Jlc3VsdBIoCgZ1c2FnZXMYAyADKAsyGC5tZXRlcmQudjEuQ3VzdG9tZXJVc2FnZSKDAgoPU2V0VXNhZ2VSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEgwKBHVzZWQYAyABKAESFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEhoKDWV4cGVjdGVkX3VzZWQYBSABKAFIAIgBARI+Cgpwcm9wZXJ0aWVzGAYgAygLMioubWV0ZXJkLnYxLlNldFVzYWdlUmVxdWVzdC5Qcm9wZXJ0aWVzRW50cnkaMQoPUHJvcGVydGllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCEAoOX2V4cGVjdGVkX3VzZWQiugEKEFNldFVzYWdlUmVzcG9uc2USDQoFZGVsdGEYASABKAESEAoIZXZlbnRfaWQYAiABKAkSEQoJZHVwbGljYXRlGAMgASgIEh8KBXVzYWdlGAQgASgLMhAubWV0ZXJkLnYxLlVzYWdlEiUKCGRlY2lzaW9uGAUgASgOMhMubWV0ZXJkLnYxLkRlY2lzaW9uEioKC2RlbnlfcmVhc29uGAYgASgOMhUubWV0ZXJkLnYxLkRlbnlSZWFzb24iSAoMQ2hlY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEg4KBmFtb3VudBgDIAEoASJtCg1DaGVja1Jlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSHwoFdXNhZ2UYAiABKAsyEC5tZXRlcmQudjEuVXNhZ2USKgoLZGVueV9yZWFzb24YAyABKA4yFS5tZXRlcmQudjEuRGVueVJlYXNvbiJlChFHZXRNZXRyaWNzUmVxdWVzdBITCgtjdXN0b21lcl9pZBgBIAEoCRITCgtmZWF0dXJlX2tleRgCIAEoCRImCgJhdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioQMKBk1ldHJpYxITCgtmZWF0dXJlX2tleRgBIAEoCRIVCg1mZWF0dXJlX3RpdGxlGAIgASgJEhQKDHByb2R1Y3RfbmFtZRgDIAEoCRIQCghjb25zdW1lZBgEIAEoARINCgVsaW1pdBgFIAEoARIRCglyZW1haW5pbmcYBiABKAESEQoJdW5saW1pdGVkGAcgASgIEhcKD3BlcmNlbnRhZ2VfdXNlZBgIIAEoARIwCgxwZXJpb2Rfc3RhcnQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc2V0c19pbl9kYXlzGAsgASgFEhoKEnRocmVzaG9sZHNfcmVhY2hlZBgMIAMoARIMCgR1bml0GA0gASgJEigKCmxpbWl0X2tpbmQYDiABKA4yFC5tZXRlcmQudjEuTGltaXRLaW5kEg8KB292ZXJhZ2UYDyABKAESFgoOY3JlZGl0X2JhbGFuY2UYECABKAEiOAoSR2V0TWV0cmljc1Jlc3BvbnNlEiIKB21ldHJpY3MYASADKAsyES5tZXRlcmQudjEuTWV0cmljIj0KEVdhdGNoVXNhZ2VSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJIjgKEldhdGNoVXNhZ2VSZXNwb25zZRIiCgdtZXRyaWNzGAEgAygLMhEubWV0ZXJkLnYxLk1ldHJpYyKaAgoRTGlzdEV2ZW50c1JlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSEwoLZmVhdHVyZV9rZXkYAiABKAkSKAoEZnJvbRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoCdG8YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKBWtpbmRzGAUgAygOMhQubWV0ZXJkLnYxLkV2ZW50S2luZBIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSJAoFb3JkZXIYByABKA4yFS5tZXRlcmQudjEuRXZlbnRPcmRlchIRCglwYWdlX3NpemUYCCABKAUSEgoKcGFnZV90b2tlbhgJIAEoCSLyAgoLTGVkZ2VyRXZlbnQSCgoCaWQYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkSEwoLZmVhdHVyZV9rZXkYAyABKAkSIgoEa2luZBgEIAEoDjIULm1ldGVyZC52MS5FdmVudEtpbmQSDgoGYW1vdW50GAUgASgJEg8KB2NyZWRpdHMYBiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJEi8KC29jY3VycmVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNvcmRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOgoKcHJvcGVydGllcxgKIAMoCzImLm1ldGVyZC52MS5MZWRnZXJFdmVudC5Qcm9wZXJ0aWVzRW50cnkaMQoPUHJvcGVydGllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiVQoSTGlzdEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLm1ldGVyZC52MS5MZWRnZXJFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqgwEKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQRVZFTlRfS0lORF9UUkFDSxABEhIKDkVWRU5UX0tJTkRfU0VUEAISGQoVRVZFTlRfS0lORF9BREpVU1RNRU5UEAMSFQoRRVZFTlRfS0lORF9UT1BfVVAQBCplCgpFdmVudE9yZGVyEhsKF0VWRU5UX09SREVSX1VOU1BFQ0lGSUVEEAASHAoYRVZFTlRfT1JERVJfTkVXRVNUX0ZJUlNUEAESHAoYRVZFTlRfT1JERVJfT0xERVNUX0ZJUlNUEAIy2AQKD01ldGVyaW5nU2VydmljZRI6CgVUcmFjaxIXLm1ldGVyZC52MS5UcmFja1JlcXVlc3QaGC5tZXRlcmQudjEuVHJhY2tSZXNwb25zZRJJCgpUcmFja0JhdGNoEhwubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXF1ZXN0Gh0ubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXNwb25zZRJQCgtUcmFja1N0cmVhbRIdLm1ldGVyZC52MS5UcmFja1N0cmVhbVJlcXVlc3QaHi5tZXRlcmQudjEuVHJhY2tTdHJlYW1SZXNwb25zZSgBMAESQwoIU2V0VXNhZ2USGi5tZXRlcmQudjEuU2V0VXNhZ2VSZXF1ZXN0GhsubWV0ZXJkLnYxLlNldFVzYWdlUmVzcG9uc2USPwoFQ2hlY2sSFy5tZXRlcmQudjEuQ2hlY2tSZXF1ZXN0GhgubWV0ZXJkLnYxLkNoZWNrUmVzcG9uc2UiA5ACARJOCgpHZXRNZXRyaWNzEhwubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXF1ZXN0Gh0ubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXNwb25zZSIDkAIBEksKCldhdGNoVXNhZ2USHC5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlcXVlc3QaHS5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlc3BvbnNlMAESSQoKTGlzdEV2ZW50cxIcLm1ldGVyZC52MS5MaXN0RXZlbnRzUmVxdWVzdBodLm1ldGVyZC52MS5MaXN0RXZlbnRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_meterd_v1_usage]);
 
 /**
  * @generated from message meterd.v1.TrackRequest
@@ -630,6 +630,254 @@ export const WatchUsageResponseSchema: GenMessage<WatchUsageResponse> = /*@__PUR
   messageDesc(file_meterd_v1_metering, 16);
 
 /**
+ * @generated from message meterd.v1.ListEventsRequest
+ */
+export type ListEventsRequest = Message<"meterd.v1.ListEventsRequest"> & {
+  /**
+   * Required; a customer token's own.
+   *
+   * @generated from field: string customer_id = 1;
+   */
+  customerId: string;
+
+  /**
+   * Empty: every feature, and credit top-ups.
+   *
+   * @generated from field: string feature_key = 2;
+   */
+  featureKey: string;
+
+  /**
+   * Events that occurred at or after this instant; unset: no bound.
+   *
+   * @generated from field: google.protobuf.Timestamp from = 3;
+   */
+  from?: Timestamp | undefined;
+
+  /**
+   * Events that occurred before this instant; unset: no bound.
+   *
+   * @generated from field: google.protobuf.Timestamp to = 4;
+   */
+  to?: Timestamp | undefined;
+
+  /**
+   * Empty: every kind.
+   *
+   * @generated from field: repeated meterd.v1.EventKind kinds = 5;
+   */
+  kinds: EventKind[];
+
+  /**
+   * Only the event recorded under this idempotency key.
+   *
+   * @generated from field: string idempotency_key = 6;
+   */
+  idempotencyKey: string;
+
+  /**
+   * By occurred_at, then by the order the ledger recorded them.
+   *
+   * @generated from field: meterd.v1.EventOrder order = 7;
+   */
+  order: EventOrder;
+
+  /**
+   * 1 to 1,000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 8;
+   */
+  pageSize: number;
+
+  /**
+   * The previous page's next_page_token, with the same filters; empty: the first page. A token stays
+   * valid while events are added: an event added before its position is not on later pages.
+   *
+   * @generated from field: string page_token = 9;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message meterd.v1.ListEventsRequest.
+ * Use `create(ListEventsRequestSchema)` to create a new message.
+ */
+export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
+  messageDesc(file_meterd_v1_metering, 17);
+
+/**
+ * An event as the ledger holds it.
+ *
+ * @generated from message meterd.v1.LedgerEvent
+ */
+export type LedgerEvent = Message<"meterd.v1.LedgerEvent"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string customer_id = 2;
+   */
+  customerId: string;
+
+  /**
+   * Empty for a credit top-up.
+   *
+   * @generated from field: string feature_key = 3;
+   */
+  featureKey: string;
+
+  /**
+   * @generated from field: meterd.v1.EventKind kind = 4;
+   */
+  kind: EventKind;
+
+  /**
+   * Exact decimal in the feature's units, as recorded: "0.1", "-3".
+   *
+   * @generated from field: string amount = 5;
+   */
+  amount: string;
+
+  /**
+   * Exact decimal wallet movement: positive for a top-up, negative for a credit-funded charge, else "0".
+   *
+   * @generated from field: string credits = 6;
+   */
+  credits: string;
+
+  /**
+   * Empty when the caller gave none.
+   *
+   * @generated from field: string idempotency_key = 7;
+   */
+  idempotencyKey: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occurred_at = 8;
+   */
+  occurredAt?: Timestamp | undefined;
+
+  /**
+   * When the ledger committed it.
+   *
+   * @generated from field: google.protobuf.Timestamp recorded_at = 9;
+   */
+  recordedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: map<string, string> properties = 10;
+   */
+  properties: { [key: string]: string };
+};
+
+/**
+ * Describes the message meterd.v1.LedgerEvent.
+ * Use `create(LedgerEventSchema)` to create a new message.
+ */
+export const LedgerEventSchema: GenMessage<LedgerEvent> = /*@__PURE__*/
+  messageDesc(file_meterd_v1_metering, 18);
+
+/**
+ * @generated from message meterd.v1.ListEventsResponse
+ */
+export type ListEventsResponse = Message<"meterd.v1.ListEventsResponse"> & {
+  /**
+   * @generated from field: repeated meterd.v1.LedgerEvent events = 1;
+   */
+  events: LedgerEvent[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message meterd.v1.ListEventsResponse.
+ * Use `create(ListEventsResponseSchema)` to create a new message.
+ */
+export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
+  messageDesc(file_meterd_v1_metering, 19);
+
+/**
+ * What wrote a ledger event.
+ *
+ * @generated from enum meterd.v1.EventKind
+ */
+export enum EventKind {
+  /**
+   * @generated from enum value: EVENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Track (and TrackBatch, TrackStream) with a positive amount.
+   *
+   * @generated from enum value: EVENT_KIND_TRACK = 1;
+   */
+  TRACK = 1,
+
+  /**
+   * SetUsage: the delta it recorded.
+   *
+   * @generated from enum value: EVENT_KIND_SET = 2;
+   */
+  SET = 2,
+
+  /**
+   * Track with a negative amount: a correction.
+   *
+   * @generated from enum value: EVENT_KIND_ADJUSTMENT = 3;
+   */
+  ADJUSTMENT = 3,
+
+  /**
+   * CatalogService.TopUpCredits.
+   *
+   * @generated from enum value: EVENT_KIND_TOP_UP = 4;
+   */
+  TOP_UP = 4,
+}
+
+/**
+ * Describes the enum meterd.v1.EventKind.
+ */
+export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
+  enumDesc(file_meterd_v1_metering, 0);
+
+/**
+ * @generated from enum meterd.v1.EventOrder
+ */
+export enum EventOrder {
+  /**
+   * Newest first.
+   *
+   * @generated from enum value: EVENT_ORDER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: EVENT_ORDER_NEWEST_FIRST = 1;
+   */
+  NEWEST_FIRST = 1,
+
+  /**
+   * @generated from enum value: EVENT_ORDER_OLDEST_FIRST = 2;
+   */
+  OLDEST_FIRST = 2,
+}
+
+/**
+ * Describes the enum meterd.v1.EventOrder.
+ */
+export const EventOrderSchema: GenEnum<EventOrder> = /*@__PURE__*/
+  enumDesc(file_meterd_v1_metering, 1);
+
+/**
  * @generated from service meterd.v1.MeteringService
  */
 export const MeteringService: GenService<{
@@ -702,6 +950,18 @@ export const MeteringService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchUsageRequestSchema;
     output: typeof WatchUsageResponseSchema;
+  },
+  /**
+   * One customer's ledger events, the events behind a number (a disputed invoice, an audit): filtered,
+   * newest or oldest first, a page at a time. A customer token sees its own customer's events of its
+   * features only.
+   *
+   * @generated from rpc meterd.v1.MeteringService.ListEvents
+   */
+  listEvents: {
+    methodKind: "unary";
+    input: typeof ListEventsRequestSchema;
+    output: typeof ListEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_meterd_v1_metering, 0);
