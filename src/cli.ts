@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The meterd command line: serve (the default) and migrate. Configuration comes from the environment
-// (see the README); flags override it.
+// The meterd command line: serve (the default), migrate and reconcile. Configuration comes from the
+// environment (see the README); flags override it.
 import { parseArgs } from "node:util";
 import { type Config, ConfigError, loadConfig } from "./config.js";
 import { openLedger } from "./ledger/index.js";
@@ -8,10 +8,9 @@ import { createLogger } from "./log.js";
 import { startServer } from "./server.js";
 import { openApp } from "./app.js";
 import { type Difference, Reconciler } from "./metering/reconcile.js";
+import { progressBar } from "./progress.js";
 import { isWorker, parseWorkers, type Ready, reportReady, requireSharedStorage, runPrimary, workerId } from "./workers.js";
-import cliProgress from "cli-progress";
 
-const { SingleBar, Presets } = cliProgress;
 import path from "node:path";
 
 const USAGE = `Usage: meterd <command> [options]
@@ -99,10 +98,7 @@ async function reconcile(config: Config, only: string[], dryRun: boolean): Promi
   try {
     const reconciler = new Reconciler(app.catalog, app.fastPath, app.ledger);
     const total = only.length > 0 ? only.length : await app.ledger.countCustomers();
-    const bar = new SingleBar(
-      { format: "reconcile [{bar}] {value}/{total} customers | {differences} differences | {eta_formatted} left", stream: process.stderr },
-      Presets.shades_classic,
-    );
+    const bar = progressBar("reconcile", "customers", "{differences} differences");
     bar.start(total, 0, { differences: 0 });
     const found: Difference[] = [];
     const pages = only.length > 0 ? [only] : reconciler.customers();

@@ -50,6 +50,10 @@ describe("meterd reconcile", () => {
       const one = await run(["reconcile", "--customer", "cus_x"], env);
       expect(one.code).toBe(0);
       expect(one.stdout).toMatch(/checked 1 customers/);
+      // stderr is a pipe here, not a terminal: progress comes as plain lines, the last one at the end.
+      expect(one.stderr).toMatch(/^reconcile 0\/1 customers \(0%\) \| 0 differences \| .* left$/m);
+      expect(one.stderr).toMatch(/^reconcile 1\/1 customers \(100%\) \| 0 differences \| .* left$/m);
+      expect(one.stderr).not.toMatch(/\u001b\[/);
     });
   });
 });

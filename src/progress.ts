@@ -1,0 +1,20 @@
+// Progress of a long command, on stderr: cli-progress's bar on a terminal; on a file or a pipe (a log,
+// CI, `2> reconcile.log`), the same figures as a plain line every PLAIN_EVERY_MS and at the end, so that
+// a long run shows it is alive wherever its output goes.
+import cliProgress from "cli-progress";
+
+const { SingleBar, Presets } = cliProgress;
+
+const PLAIN_EVERY_MS = 10_000;
+
+/**
+ * A bar for `label` counting `unit`; `fields` is more of the line with cli-progress placeholders (for
+ * example "{differences} differences"), filled from the payload given to start() and increment().
+ */
+export function progressBar(label: string, unit: string, fields: string, stream: NodeJS.WriteStream = process.stderr): cliProgress.SingleBar {
+  const tty = stream.isTTY === true;
+  const format = tty
+    ? `${label} [{bar}] {value}/{total} ${unit} | ${fields} | {eta_formatted} left`
+    : `${label} {value}/{total} ${unit} ({percentage}%) | ${fields} | {eta_formatted} left`;
+  return new SingleBar({ format, stream, noTTYOutput: true, notTTYSchedule: PLAIN_EVERY_MS }, Presets.shades_classic);
+}
