@@ -168,3 +168,40 @@ describe("JSON keys that name no field: INVALID_ARGUMENT naming the key, in ever
     expect(outcomeOf("grpc-web", answer)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(named) });
   });
 });
+
+describe("the grpc-js listener: a request cut inside a message, or an encoding it cannot read", () => {
+  /** A frame whose length prefix promises 100 bytes, followed by 4 and the end of the request. */
+  const lyingLength = (): Buffer => {
+    const frame = Buffer.alloc(9);
+    frame.writeUInt32BE(100, 1);
+    frame.set([0x73, 0x09, 0x16, 0xe1], 5);
+    return frame;
+  };
+  const grpc = { ...auth, "content-type": "application/grpc", te: "trailers" };
+
+  it.each([
+    ["unary", TRACK],
+    ["bidi stream", TRACK_STREAM],
+    ["bidi stream, after a whole message", TRACK_STREAM],
+  ])("%s: the end of the request inside a message is INVALID_ARGUMENT", async (name, path) => {
+    const whole = envelope(toBinary(TrackStreamRequestSchema, create(TrackStreamRequestSchema, { events: [] })));
+    const body = name.includes("after") ? Buffer.concat([whole, lyingLength()]) : lyingLength();
+    const answer = await h2Request(servers.grpcPort, { path, headers: grpc, body });
+    expect(outcomeOf("grpc", answer)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/ended inside a message/) });
+  });
+
+  it.each([
+    ["unary", TRACK, envelope(trackBytes("c1"))],
+    ["bidi stream", TRACK_STREAM, Buffer.alloc(0)],
+  ])("%s naming an unknown grpc-encoding is UNIMPLEMENTED before any message is read", async (_name, path, body) => {
+    const before = servers.observed.trackCalls;
+    const answer = await h2Request(servers.grpcPort, { path, headers: { ...grpc, "grpc-encoding": "snappy-x" }, body });
+    expect(outcomeOf("grpc", answer)).toMatchObject({ code: "unimplemented", message: expect.stringMatching(/grpc-encoding "snappy-x" is not supported/) });
+    expect(servers.observed.trackCalls).toBe(before);
+  });
+
+  it("gzip and identity are still read", async () => {
+    const answer = await h2Request(servers.grpcPort, { path: TRACK, headers: { ...grpc, "grpc-encoding": "gzip" }, body: envelope(zlib.gzipSync(trackBytes("c1")), 0x01) });
+    expect(outcomeOf("grpc", answer)).toMatchObject({ code: "ok" });
+  });
+});

@@ -1,4 +1,4 @@
-// Three corrections to @grpc/grpc-js 1.14's server call, made where it decides before any interceptor
+// Five corrections to @grpc/grpc-js 1.14's server call, made where it decides before any interceptor
 // can see the call (BaseServerInterceptingCall, which the package exports under build/src).
 //
 // 1. Deadlines. grpc-js turns grpc-timeout into ms with `| 0` and hands it to setTimeout: 30 days
@@ -12,9 +12,18 @@
 //    HTTP/2 stream and waiting to send trailers), but a response the handler writes a moment later is
 //    still written: a write after end, which fails the stream before its trailers go, so the client
 //    waits forever (HTTP 200, no grpc-status). Here a message after the status is dropped.
+// 4. A request cut inside a message. When the request stream ends while a message's length prefix
+//    still promises bytes, grpc-js drops the partial message without a word: a stream call then ends
+//    OK as if the caller had sent nothing more. Here it is INVALID_ARGUMENT.
+// 5. An encoding grpc-js cannot read. grpc-js looks at grpc-encoding only when a compressed message
+//    arrives, so a call naming an unknown encoding succeeds when no message needs it. Here it is
+//    UNIMPLEMENTED from the start, as the gRPC spec asks, before any message is read.
 // No grpc/grpc-node issue was found for any of them; remove a fix once grpc-js makes it its own.
 import { createRequire } from "node:module";
 import { status as GrpcStatus, type StatusObject } from "@grpc/grpc-js";
+
+/** What grpc-js decompresses (its decompressMessage). */
+const READABLE_ENCODINGS: ReadonlySet<string> = new Set(["identity", "gzip", "deflate"]);
 
 /** The longest timer Node keeps; a longer grpc-timeout is clamped to it. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -34,6 +43,10 @@ const CALLER_FAULTS: ReadonlyArray<[RegExp, string]> = [
 
 interface BaseCall {
   handleTimeoutHeader(value: unknown): void;
+  handleEndEvent(): void;
+  start(listener: unknown): void;
+  incomingEncoding: string;
+  decoder: { readState: number };
   sendStatus(status: Partial<StatusObject>): void;
   sendMessage(message: unknown, callback: () => void): void;
   /** Set here once a status has been sent: nothing may be written after it. */
@@ -50,10 +63,30 @@ export function applyGrpcJsFixes(): void {
     BaseServerInterceptingCall: { prototype: BaseCall };
   };
   const proto = BaseServerInterceptingCall.prototype;
-  const { handleTimeoutHeader, sendStatus, sendMessage } = proto;
-  if (typeof handleTimeoutHeader !== "function" || typeof sendStatus !== "function" || typeof sendMessage !== "function") {
-    throw new Error("@grpc/grpc-js changed: BaseServerInterceptingCall no longer has handleTimeoutHeader/sendStatus/sendMessage");
+  const { handleTimeoutHeader, sendStatus, sendMessage, handleEndEvent, start } = proto;
+  if ([handleTimeoutHeader, sendStatus, sendMessage, handleEndEvent, start].some((f) => typeof f !== "function")) {
+    throw new Error("@grpc/grpc-js changed: BaseServerInterceptingCall no longer has handleTimeoutHeader/sendStatus/sendMessage/handleEndEvent/start");
   }
+
+  proto.start = function (this: BaseCall, listener: unknown) {
+    if (!READABLE_ENCODINGS.has(this.incomingEncoding)) {
+      this.sendStatus({
+        code: GrpcStatus.UNIMPLEMENTED,
+        details: `grpc-encoding "${this.incomingEncoding}" is not supported: send identity, gzip or deflate`,
+      });
+      return;
+    }
+    start.call(this, listener);
+  };
+
+  proto.handleEndEvent = function (this: BaseCall) {
+    // grpc-js's StreamDecoder is between messages (NO_DATA, 0) unless a prefix or a message is partial.
+    if (this.decoder.readState !== 0 && this.meterdStatusSent !== true) {
+      this.sendStatus({ code: GrpcStatus.INVALID_ARGUMENT, details: "the request ended inside a message: its length prefix promised more bytes than were sent" });
+      return;
+    }
+    handleEndEvent.call(this);
+  };
 
   proto.handleTimeoutHeader = function (this: BaseCall, value: unknown) {
     const match = TIMEOUT.exec(String(value));
