@@ -1,7 +1,9 @@
 // The ledger: every counted event, durable and exactly once. Counters are derived from it.
 import type { EventPosition, EventQuery } from "./event-query.js";
+import type { CalendarUnit, UsageQuery, UsageRow } from "./usage-query.js";
 
 export type { EventPosition, EventQuery } from "./event-query.js";
+export type { CalendarUnit, UsageQuery, UsageRow } from "./usage-query.js";
 
 export type EventKind = "track" | "set" | "adjustment" | "topup";
 
@@ -73,6 +75,10 @@ export interface Ledger {
   walletHistory(customerId: string, limit: number): Promise<StoredEvent[]>;
   /** Every event of a customer, oldest first (tests and reconciliation). */
   listEvents(customerId: string): Promise<StoredEvent[]>;
+  /** Calendar boundaries strictly between from and to, in an IANA time zone (see usage-query.ts). */
+  calendarBounds(unit: CalendarUnit, timeZone: string, from: Date, to: Date): Promise<Date[]>;
+  /** Exact sums per feature, bucket and group (see usage-query.ts); empty buckets are left out. */
+  queryUsage(query: UsageQuery): Promise<UsageRow[]>;
   /** A page of one customer's events (see event-query.ts); `next` is null on the last page. */
   queryEvents(query: EventQuery): Promise<{ events: StoredEvent[]; next: EventPosition | null }>;
   /** Waits for pending commits, then releases the database. */

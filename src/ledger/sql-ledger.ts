@@ -7,6 +7,7 @@
 // "-0.50" as "-0.5". Sums use the same format and are exact (Postgres NUMERIC, never a float).
 import {
   type AppendOutcome,
+  type CalendarUnit,
   type EventKind,
   type EventPosition,
   type EventQuery,
@@ -14,9 +15,12 @@ import {
   type LedgerEvent,
   NotWrittenError,
   type StoredEvent,
+  type UsageQuery,
+  type UsageRow,
   type UsageSumQuery,
 } from "./ledger.js";
 import { eventPageStatement } from "./event-query.js";
+import { calendarBoundsStatement, usageStatement } from "./usage-query.js";
 import { isPermanentLedgerRefusal } from "./refusal.js";
 import type { SqlClient, SqlExecutor } from "./sql.js";
 
@@ -326,6 +330,23 @@ export class SqlLedger implements Ledger {
       [customerId, Math.floor(limit)],
     );
     return res.rows.map(toStored);
+  }
+
+  async calendarBounds(unit: CalendarUnit, timeZone: string, from: Date, to: Date): Promise<Date[]> {
+    const { text, values } = calendarBoundsStatement(unit, timeZone, from, to);
+    const res = await this.sql.query<{ b: Date }>(text, values);
+    return res.rows.map((r) => r.b);
+  }
+
+  async queryUsage(query: UsageQuery): Promise<UsageRow[]> {
+    const { text, values } = usageStatement(query);
+    const res = await this.sql.query<Record<string, string | number | null>>(text, values);
+    return res.rows.map((r) => ({
+      featureKey: String(r["feature_key"]),
+      bucket: Number(r["bucket"]),
+      group: query.groupBy.map((_, i) => String(r[`g${i}`] ?? "")),
+      value: String(r["value"]),
+    }));
   }
 
   async queryEvents(query: EventQuery): Promise<{ events: StoredEvent[]; next: EventPosition | null }> {

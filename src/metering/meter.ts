@@ -21,6 +21,7 @@ import { amountToUnits, creditsForUnits, decimalToUnits, unitsToDecimal, unitsTo
 import { isPermanentLedgerRefusal } from "../ledger/refusal.js";
 import { commitUnknown, fastPathUnavailable, invalid, ledgerRefused, ledgerUnavailable, MeterError } from "./errors.js";
 import { type EventListing, type EventPage, listEvents } from "./event-list.js";
+import { queryUsageHistory, type UsageBucket, type UsageHistoryQuery } from "./usage-history.js";
 import { newEventId } from "./event-id.js";
 import { currentPeriodOf, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
@@ -319,6 +320,11 @@ export class Meter {
   /** Counters of one customer for these terms (see Counters.read). */
   readTerms(customerId: string, terms: Terms[], withWallet: boolean): Promise<[number[], number | null]> {
     return this.counters.read(customerId, terms, withWallet);
+  }
+
+  /** Usage over time from the ledger (QueryUsage). */
+  queryUsage(query: UsageHistoryQuery): Promise<UsageBucket[]> {
+    return queryUsageHistory(this.ledger, this.catalog, query);
   }
 
   /** A page of one customer's ledger events (ListEvents). */

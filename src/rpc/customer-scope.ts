@@ -15,6 +15,7 @@ export const CUSTOMER_TOKEN_PROCEDURES: ReadonlySet<string> = new Set(
     MeteringService.method.getMetrics,
     MeteringService.method.watchUsage,
     MeteringService.method.listEvents,
+    MeteringService.method.queryUsage,
   ].map(
     (m) => `/${MeteringService.typeName}/${m.name}`,
   ),

@@ -12,6 +12,7 @@ import type { Caller, TrackInput } from "../metering/types.js";
 import { principalKey } from "./context.js";
 import { checkScope, checkTokenTrack, customerTokenOf, requireSecretKey, tokenExpired, visibleTo } from "./customer-scope.js";
 import { ledgerEventToMsg, listingFromMsg } from "./list-events.js";
+import { usageBucketToMsg, usageQueryFromMsg } from "./query-usage.js";
 import { CustomerUsages, denyReasonToMsg, metricToMsg, trackInputFromMsg, trackOutcomeToMsg, usageToMsg } from "./convert.js";
 
 export const MAX_BATCH = 1000;
@@ -126,6 +127,18 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       if (token) checkScope(token, req.customerId, req.featureKey);
       const page = await meter.listEvents(listingFromMsg(req, token?.featureKeys ?? null));
       return { events: page.events.map(ledgerEventToMsg), nextPageToken: page.nextPageToken };
+    },
+
+    async queryUsage(req, ctx) {
+      const token = customerTokenOf(ctx);
+      if (token) {
+        checkScope(token, req.customerId, "");
+        req.featureKeys.forEach((featureKey) => checkScope(token, req.customerId, featureKey));
+      } else if (req.customerId === "") {
+        requireSecretKey(ctx, "QueryUsage over every customer");
+      }
+      const buckets = await meter.queryUsage(usageQueryFromMsg(req));
+      return { buckets: buckets.map(usageBucketToMsg) };
     },
 
     // With a customer token, the stream ends with UNAUTHENTICATED when the token expires.

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/meterd/v1/usage_pb.js";
 import { invalid, ledgerUnavailable, MeterError } from "../../src/metering/errors.js";
 import type { EventListing } from "../../src/metering/event-list.js";
+import type { UsageBucket, UsageHistoryQuery } from "../../src/metering/usage-history.js";
 import type { MetricView, SetUsageInput, TopUpInput, TrackInput, TrackOutcome } from "../../src/metering/types.js";
 import { toConnectError } from "../../src/rpc/errors.js";
 import { DAY_MS, faultyLedger, type LedgerBackend, type MeterHarness, openMeterHarness, T0 } from "../support/meter.js";
@@ -579,6 +580,107 @@ describe.each(backends)("semantics on the %s ledger", (backend) => {
         expect((await h.meter.setUsage(setUsage(c, "storage_gb", 1))).denyReason).toBe("not_entitled");
         expect(await rows(c)).toBe(0);
         expect((await h.metrics.get(c, "")).map((m) => m.featureKey)).toEqual(["api_calls"]);
+      });
+    });
+
+    describe("QueryUsage", () => {
+      const query = (customerId: string, over: Partial<UsageHistoryQuery> = {}): UsageHistoryQuery => ({
+        customerId,
+        featureKeys: ["api_calls"],
+        from: FEBRUARY[0],
+        to: MARCH[1],
+        window: "day",
+        timeZone: "",
+        groupBy: [],
+        filter: [],
+        ...over,
+      });
+      const total = (buckets: Array<{ value: string }>) => buckets.reduce((sum, b) => sum + Number(b.value), 0);
+      const inRange = (buckets: UsageBucket[], [from, to]: readonly [Date, Date]) => buckets.filter((b) => b.start >= from && b.end <= to);
+
+      it("buckets add up to GetMetrics for each period, across a period boundary, with backdated events and corrections", async () => {
+        const c = h.newCustomer();
+        h.clock.now = new Date("2025-02-20T12:00:00Z");
+        await h.meter.track(track(c, "api_calls", 2, { properties: { region: "eu" } }), SECRET);
+        h.resetClock();
+        await h.meter.track(track(c, "api_calls", 1, { timestamp: new Date("2025-02-27T10:00:00Z"), properties: { region: "us" } }), SECRET);
+        await h.meter.track(track(c, "api_calls", 1, { timestamp: new Date("2025-03-01T00:00:00Z") }), SECRET);
+        await h.meter.track(track(c, "api_calls", 4, { properties: { region: "eu" } }), SECRET);
+        await h.meter.track(track(c, "api_calls", -1, { properties: { region: "eu" } }), SECRET);
+        await h.meter.track(track(c, "storage_gb", 0.1), SECRET);
+        await h.meter.track(track(c, "storage_gb", 0.2), SECRET);
+
+        const days = await h.meter.queryUsage(query(c));
+        expect(days).toHaveLength(28 + 31);
+        expect(days[0]).toMatchObject({ featureKey: "api_calls", start: FEBRUARY[0], end: new Date("2025-02-02T00:00:00Z"), value: "0", group: {} });
+        expect(days.find((b) => b.start.getTime() === Date.parse("2025-03-15T00:00:00Z"))?.value).toBe("3");
+        expect(total(inRange(days, FEBRUARY))).toBe((await h.metrics.get(c, "api_calls", FEBRUARY[0]))[0]!.consumed);
+        expect(total(inRange(days, MARCH))).toBe((await h.metrics.get(c, "api_calls"))[0]!.consumed);
+        expect(total(inRange(days, FEBRUARY))).toBe(3);
+        expect(total(inRange(days, MARCH))).toBe(4);
+
+        const periods = await h.meter.queryUsage(query(c, { window: "period", featureKeys: ["api_calls", "storage_gb"] }));
+        expect(periods.map((b) => [b.featureKey, b.start.toISOString(), b.value])).toEqual([
+          ["api_calls", FEBRUARY[0].toISOString(), "3"],
+          ["api_calls", MARCH[0].toISOString(), "4"],
+          ["storage_gb", FEBRUARY[0].toISOString(), "0"],
+          ["storage_gb", MARCH[0].toISOString(), "0.3"],
+        ]);
+        // A range cut inside a period: the first bucket starts at `from`.
+        const cut = await h.meter.queryUsage(query(c, { window: "period", from: new Date("2025-02-25T00:00:00Z") }));
+        expect(cut.map((b) => [b.start.toISOString(), b.value])).toEqual([["2025-02-25T00:00:00.000Z", "1"], [MARCH[0].toISOString(), "4"]]);
+
+        const byRegion = await h.meter.queryUsage(query(c, { window: "month", groupBy: ["region"] }));
+        expect(byRegion.map((b) => [b.group["region"], b.start.toISOString(), b.value])).toEqual([
+          ["", MARCH[0].toISOString(), "1"],
+          ["eu", FEBRUARY[0].toISOString(), "2"],
+          ["eu", MARCH[0].toISOString(), "3"],
+          ["us", FEBRUARY[0].toISOString(), "1"],
+        ]);
+        const usOnly = await h.meter.queryUsage(query(c, { window: "month", filter: [["region", ["us"]]] }));
+        expect(usOnly.map((b) => b.value)).toEqual(["1", "0"]);
+      });
+
+      it("days and months follow the time zone, daylight saving included", async () => {
+        const c = h.newCustomer();
+        // 23:30 UTC on 9 March is 00:30 on 10 March in Paris.
+        await h.meter.track(track(c, "api_calls", 5, { timestamp: new Date("2025-03-09T23:30:00Z") }), SECRET);
+        const paris = await h.meter.queryUsage(query(c, { timeZone: "Europe/Paris", from: new Date("2025-03-09T00:00:00Z"), to: new Date("2025-03-11T00:00:00Z") }));
+        expect(paris.map((b) => [b.start.toISOString(), b.value])).toEqual([
+          ["2025-03-09T00:00:00.000Z", "0"],
+          ["2025-03-09T23:00:00.000Z", "5"],
+          ["2025-03-10T23:00:00.000Z", "0"],
+        ]);
+        const months = await h.meter.queryUsage(query(c, { window: "month", timeZone: "Europe/Paris", from: FEBRUARY[0], to: new Date("2025-05-01T00:00:00Z") }));
+        // Paris is UTC+1 until 30 March, then UTC+2.
+        expect(months.map((b) => b.start.toISOString())).toEqual([
+          "2025-02-01T00:00:00.000Z",
+          "2025-02-28T23:00:00.000Z",
+          "2025-03-31T22:00:00.000Z",
+          "2025-04-30T22:00:00.000Z",
+        ]);
+        expect(months.map((b) => b.value)).toEqual(["0", "5", "0", "0"]);
+        expect(months.at(-1)?.end.toISOString()).toBe("2025-05-01T00:00:00.000Z");
+      });
+
+      it("bad requests are INVALID_ARGUMENT naming the field", async () => {
+        const c = h.newCustomer();
+        const cases: Array<[Partial<UsageHistoryQuery>, string, string]> = [
+          [{ from: null }, "from", "RANGE_REQUIRED"],
+          [{ to: FEBRUARY[0] }, "to", "RANGE_EMPTY"],
+          [{ featureKeys: [] }, "feature_keys", "FEATURE_KEYS_COUNT"],
+          [{ featureKeys: ["api_calls", "nope"] }, "feature_keys[1]", "UNKNOWN_FEATURE"],
+          [{ timeZone: "Mars/Olympus" }, "time_zone", "TIME_ZONE_UNKNOWN"],
+          [{ customerId: "", window: "period" }, "window", "PERIOD_NEEDS_CUSTOMER"],
+          [{ window: "hour", from: new Date("2023-01-01T00:00:00Z") }, "window", "TOO_MANY_BUCKETS"],
+          [{ groupBy: ["a", "b", "c", "d", "e", "f"] }, "group_by", "GROUP_BY_TOO_LONG"],
+          [{ filter: [["region", []]] }, "filter[region]", "FILTER_VALUES_COUNT"],
+        ];
+        for (const [over, field, reason] of cases) {
+          const err = await rejection(h.meter.queryUsage(query(c, over)));
+          expect(err.code).toBe(Code.InvalidArgument);
+          expect(err.findDetails(ErrorDetailSchema)[0]).toMatchObject({ field, reason });
+        }
       });
     });
 

@@ -169,14 +169,14 @@ describe("Authenticator", () => {
     throw new Error("the call was admitted");
   }
 
-  it("admits a secret key for any procedure, and a token for the browser's five", () => {
+  it("admits a secret key for any procedure, and a token for the browser's six", () => {
     expect(auth.authenticate(bearer("sk_live_secret"), "/meterd.v1.CatalogService/ListFeatures")).toMatchObject({ kind: "secret" });
     const { token } = tokens.mint({ customerId: "cus_a", featureKeys: [], ttlSeconds: 60 });
     for (const procedure of CUSTOMER_TOKEN_PROCEDURES) {
       expect(auth.authenticate(bearer(token), procedure)).toMatchObject({ kind: "customer", customerId: "cus_a" });
       c.advance(1000);
     }
-    expect([...CUSTOMER_TOKEN_PROCEDURES].map((p) => p.split("/")[2])).toEqual(["Track", "Check", "GetMetrics", "WatchUsage", "ListEvents"]);
+    expect([...CUSTOMER_TOKEN_PROCEDURES].map((p) => p.split("/")[2])).toEqual(["Track", "Check", "GetMetrics", "WatchUsage", "ListEvents", "QueryUsage"]);
   });
 
   it("refuses with UNAUTHENTICATED and a reason: missing, unknown key, forged or expired token", () => {
@@ -200,7 +200,7 @@ describe("Authenticator", () => {
       expect(refusal(token, procedure), procedure).toMatchObject({
         code: Code.PermissionDenied,
         reason: "SECRET_KEY_REQUIRED",
-        message: expect.stringMatching(/needs a secret key; a customer token may call only Track, Check, GetMetrics, WatchUsage, ListEvents/),
+        message: expect.stringMatching(/needs a secret key; a customer token may call only Track, Check, GetMetrics, WatchUsage, ListEvents, QueryUsage/),
       });
     }
   });

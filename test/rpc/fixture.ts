@@ -76,6 +76,9 @@ function testMetering(observed: Observed): ServiceImpl<typeof MeteringService> {
     getMetrics() {
       return { metrics: [] };
     },
+    queryUsage() {
+      return { buckets: [] };
+    },
     listEvents(req) {
       // One event that reflects the request, so that a client can tell its fields arrived.
       const from = req.from === undefined ? "" : new Date(Number(req.from.seconds) * 1000).toISOString();

@@ -10,7 +10,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/meterd/v1/auth_pb.js";
 import { CatalogService } from "../../gen/meterd/v1/catalog_pb.js";
-import { EventKind, EventOrder, MeteringService } from "../../gen/meterd/v1/metering_pb.js";
+import { EventKind, EventOrder, MeteringService, UsageWindow } from "../../gen/meterd/v1/metering_pb.js";
 import { Decision, ErrorDetailSchema } from "../../gen/meterd/v1/usage_pb.js";
 import { CustomerTokens } from "../../src/auth/customer-tokens.js";
 import type { Server } from "../../src/server.js";
@@ -208,6 +208,22 @@ describe.each(listeners)("a customer token on the $name", (l) => {
     expect(reasonOf(other)).toBe("CUSTOMER_NOT_ALLOWED");
     // A secret key sees every feature.
     expect((await admin.listEvents({ customerId: a }, { headers: auth })).events.map((e) => e.idempotencyKey)).toEqual(["e3", "e2", "e1"]);
+  });
+
+  it("queries its own customer's usage over time, for its features only; every customer's needs a secret key", async () => {
+    const a = customer("usage");
+    await admin.track({ customerId: a, featureKey: "api_calls", amount: 3, idempotencyKey: "u1", properties: { region: "eu" } }, { headers: auth });
+    const token = await mint(a, ["api_calls"]);
+    const now = Date.now();
+    const range = { from: timestampFromMs(now - 2 * 86_400_000), to: timestampFromMs(now + 60_000) };
+    const { buckets } = await metering.queryUsage({ customerId: a, featureKeys: ["api_calls"], window: UsageWindow.DAY, ...range, groupBy: ["region"] }, bearer(token));
+    expect(buckets.map((b) => [b.featureKey, b.value, b.group])).toEqual([["api_calls", "3", { region: "eu" }]]);
+    const seats = await errorOf(() => metering.queryUsage({ customerId: a, featureKeys: ["seats"], window: UsageWindow.DAY, ...range }, bearer(token)));
+    expect(reasonOf(seats)).toBe("FEATURE_NOT_ALLOWED");
+    const everyone = await errorOf(() => metering.queryUsage({ customerId: "", featureKeys: ["api_calls"], window: UsageWindow.DAY, ...range }, bearer(token)));
+    expect(reasonOf(everyone)).toBe("CUSTOMER_NOT_ALLOWED");
+    const all = await admin.queryUsage({ featureKeys: ["api_calls"], window: UsageWindow.MONTH, ...range }, { headers: auth });
+    expect(all.buckets.reduce((sum, b) => sum + Number(b.value), 0)).toBeGreaterThanOrEqual(3);
   });
 
   it("cannot call SetUsage, TrackBatch, TrackStream, the CatalogService or the AuthService", async () => {

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file meterd/v1/metering.proto.
  */
 export const file_meterd_v1_metering: GenFile = /*@__PURE__*/
-  fileDesc("ChhtZXRlcmQvdjEvbWV0ZXJpbmcucHJvdG8SCW1ldGVyZC52MSKQAgoMVHJhY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEhMKBmFtb3VudBgDIAEoAUgAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKCnByb3BlcnRpZXMYBiADKAsyJy5tZXRlcmQudjEuVHJhY2tSZXF1ZXN0LlByb3BlcnRpZXNFbnRyeRoxCg9Qcm9wZXJ0aWVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIJCgdfYW1vdW50IsQBCg1UcmFja1Jlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEiUKCGRlY2lzaW9uGAIgASgOMhMubWV0ZXJkLnYxLkRlY2lzaW9uEioKC2RlbnlfcmVhc29uGAMgASgOMhUubWV0ZXJkLnYxLkRlbnlSZWFzb24SEQoJZHVwbGljYXRlGAQgASgIEh8KBXVzYWdlGAUgASgLMhAubWV0ZXJkLnYxLlVzYWdlEhoKEnRocmVzaG9sZHNfY3Jvc3NlZBgGIAMoASJZChFUcmFja0JhdGNoUmVxdWVzdBInCgZldmVudHMYASADKAsyFy5tZXRlcmQudjEuVHJhY2tSZXF1ZXN0EhsKE2luY2x1ZGVfZXZlbnRfdXNhZ2UYAiABKAgibQoLVHJhY2tSZXN1bHQSKwoHdHJhY2tlZBgBIAEoCzIYLm1ldGVyZC52MS5UcmFja1Jlc3BvbnNlSAASJgoFZXJyb3IYAiABKAsyFS5tZXRlcmQudjEuRXZlbnRFcnJvckgAQgkKB291dGNvbWUiZwoSVHJhY2tCYXRjaFJlc3BvbnNlEicKB3Jlc3VsdHMYASADKAsyFi5tZXRlcmQudjEuVHJhY2tSZXN1bHQSKAoGdXNhZ2VzGAIgAygLMhgubWV0ZXJkLnYxLkN1c3RvbWVyVXNhZ2UiRQoNQ3VzdG9tZXJVc2FnZRITCgtjdXN0b21lcl9pZBgBIAEoCRIfCgV1c2FnZRgCIAEoCzIQLm1ldGVyZC52MS5Vc2FnZSJaChJUcmFja1N0cmVhbVJlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcubWV0ZXJkLnYxLlRyYWNrUmVxdWVzdBIbChNpbmNsdWRlX2V2ZW50X3VzYWdlGAIgASgIInoKE1RyYWNrU3RyZWFtUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSJwoHcmVzdWx0cxgCIAMoCzIWLm1ldGVyZC52MS5UcmFja1Jlc3VsdBIoCgZ1c2FnZXMYAyADKAsyGC5tZXRlcmQudjEuQ3VzdG9tZXJVc2FnZSKDAgoPU2V0VXNhZ2VSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEgwKBHVzZWQYAyABKAESFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEhoKDWV4cGVjdGVkX3VzZWQYBSABKAFIAIgBARI+Cgpwcm9wZXJ0aWVzGAYgAygLMioubWV0ZXJkLnYxLlNldFVzYWdlUmVxdWVzdC5Qcm9wZXJ0aWVzRW50cnkaMQoPUHJvcGVydGllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCEAoOX2V4cGVjdGVkX3VzZWQiugEKEFNldFVzYWdlUmVzcG9uc2USDQoFZGVsdGEYASABKAESEAoIZXZlbnRfaWQYAiABKAkSEQoJZHVwbGljYXRlGAMgASgIEh8KBXVzYWdlGAQgASgLMhAubWV0ZXJkLnYxLlVzYWdlEiUKCGRlY2lzaW9uGAUgASgOMhMubWV0ZXJkLnYxLkRlY2lzaW9uEioKC2RlbnlfcmVhc29uGAYgASgOMhUubWV0ZXJkLnYxLkRlbnlSZWFzb24iSAoMQ2hlY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEg4KBmFtb3VudBgDIAEoASJtCg1DaGVja1Jlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSHwoFdXNhZ2UYAiABKAsyEC5tZXRlcmQudjEuVXNhZ2USKgoLZGVueV9yZWFzb24YAyABKA4yFS5tZXRlcmQudjEuRGVueVJlYXNvbiJlChFHZXRNZXRyaWNzUmVxdWVzdBITCgtjdXN0b21lcl9pZBgBIAEoCRITCgtmZWF0dXJlX2tleRgCIAEoCRImCgJhdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioQMKBk1ldHJpYxITCgtmZWF0dXJlX2tleRgBIAEoCRIVCg1mZWF0dXJlX3RpdGxlGAIgASgJEhQKDHByb2R1Y3RfbmFtZRgDIAEoCRIQCghjb25zdW1lZBgEIAEoARINCgVsaW1pdBgFIAEoARIRCglyZW1haW5pbmcYBiABKAESEQoJdW5saW1pdGVkGAcgASgIEhcKD3BlcmNlbnRhZ2VfdXNlZBgIIAEoARIwCgxwZXJpb2Rfc3RhcnQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc2V0c19pbl9kYXlzGAsgASgFEhoKEnRocmVzaG9sZHNfcmVhY2hlZBgMIAMoARIMCgR1bml0GA0gASgJEigKCmxpbWl0X2tpbmQYDiABKA4yFC5tZXRlcmQudjEuTGltaXRLaW5kEg8KB292ZXJhZ2UYDyABKAESFgoOY3JlZGl0X2JhbGFuY2UYECABKAEiOAoSR2V0TWV0cmljc1Jlc3BvbnNlEiIKB21ldHJpY3MYASADKAsyES5tZXRlcmQudjEuTWV0cmljIj0KEVdhdGNoVXNhZ2VSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJIjgKEldhdGNoVXNhZ2VSZXNwb25zZRIiCgdtZXRyaWNzGAEgAygLMhEubWV0ZXJkLnYxLk1ldHJpYyKaAgoRTGlzdEV2ZW50c1JlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSEwoLZmVhdHVyZV9rZXkYAiABKAkSKAoEZnJvbRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoCdG8YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKBWtpbmRzGAUgAygOMhQubWV0ZXJkLnYxLkV2ZW50S2luZBIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSJAoFb3JkZXIYByABKA4yFS5tZXRlcmQudjEuRXZlbnRPcmRlchIRCglwYWdlX3NpemUYCCABKAUSEgoKcGFnZV90b2tlbhgJIAEoCSLyAgoLTGVkZ2VyRXZlbnQSCgoCaWQYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkSEwoLZmVhdHVyZV9rZXkYAyABKAkSIgoEa2luZBgEIAEoDjIULm1ldGVyZC52MS5FdmVudEtpbmQSDgoGYW1vdW50GAUgASgJEg8KB2NyZWRpdHMYBiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJEi8KC29jY3VycmVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNvcmRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOgoKcHJvcGVydGllcxgKIAMoCzImLm1ldGVyZC52MS5MZWRnZXJFdmVudC5Qcm9wZXJ0aWVzRW50cnkaMQoPUHJvcGVydGllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiVQoSTGlzdEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLm1ldGVyZC52MS5MZWRnZXJFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqgwEKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQRVZFTlRfS0lORF9UUkFDSxABEhIKDkVWRU5UX0tJTkRfU0VUEAISGQoVRVZFTlRfS0lORF9BREpVU1RNRU5UEAMSFQoRRVZFTlRfS0lORF9UT1BfVVAQBCplCgpFdmVudE9yZGVyEhsKF0VWRU5UX09SREVSX1VOU1BFQ0lGSUVEEAASHAoYRVZFTlRfT1JERVJfTkVXRVNUX0ZJUlNUEAESHAoYRVZFTlRfT1JERVJfT0xERVNUX0ZJUlNUEAIy2AQKD01ldGVyaW5nU2VydmljZRI6CgVUcmFjaxIXLm1ldGVyZC52MS5UcmFja1JlcXVlc3QaGC5tZXRlcmQudjEuVHJhY2tSZXNwb25zZRJJCgpUcmFja0JhdGNoEhwubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXF1ZXN0Gh0ubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXNwb25zZRJQCgtUcmFja1N0cmVhbRIdLm1ldGVyZC52MS5UcmFja1N0cmVhbVJlcXVlc3QaHi5tZXRlcmQudjEuVHJhY2tTdHJlYW1SZXNwb25zZSgBMAESQwoIU2V0VXNhZ2USGi5tZXRlcmQudjEuU2V0VXNhZ2VSZXF1ZXN0GhsubWV0ZXJkLnYxLlNldFVzYWdlUmVzcG9uc2USPwoFQ2hlY2sSFy5tZXRlcmQudjEuQ2hlY2tSZXF1ZXN0GhgubWV0ZXJkLnYxLkNoZWNrUmVzcG9uc2UiA5ACARJOCgpHZXRNZXRyaWNzEhwubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXF1ZXN0Gh0ubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXNwb25zZSIDkAIBEksKCldhdGNoVXNhZ2USHC5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlcXVlc3QaHS5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlc3BvbnNlMAESSQoKTGlzdEV2ZW50cxIcLm1ldGVyZC52MS5MaXN0RXZlbnRzUmVxdWVzdBodLm1ldGVyZC52MS5MaXN0RXZlbnRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_meterd_v1_usage]);
+  fileDesc("ChhtZXRlcmQvdjEvbWV0ZXJpbmcucHJvdG8SCW1ldGVyZC52MSKQAgoMVHJhY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEhMKBmFtb3VudBgDIAEoAUgAiAEBEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCRItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKCnByb3BlcnRpZXMYBiADKAsyJy5tZXRlcmQudjEuVHJhY2tSZXF1ZXN0LlByb3BlcnRpZXNFbnRyeRoxCg9Qcm9wZXJ0aWVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIJCgdfYW1vdW50IsQBCg1UcmFja1Jlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEiUKCGRlY2lzaW9uGAIgASgOMhMubWV0ZXJkLnYxLkRlY2lzaW9uEioKC2RlbnlfcmVhc29uGAMgASgOMhUubWV0ZXJkLnYxLkRlbnlSZWFzb24SEQoJZHVwbGljYXRlGAQgASgIEh8KBXVzYWdlGAUgASgLMhAubWV0ZXJkLnYxLlVzYWdlEhoKEnRocmVzaG9sZHNfY3Jvc3NlZBgGIAMoASJZChFUcmFja0JhdGNoUmVxdWVzdBInCgZldmVudHMYASADKAsyFy5tZXRlcmQudjEuVHJhY2tSZXF1ZXN0EhsKE2luY2x1ZGVfZXZlbnRfdXNhZ2UYAiABKAgibQoLVHJhY2tSZXN1bHQSKwoHdHJhY2tlZBgBIAEoCzIYLm1ldGVyZC52MS5UcmFja1Jlc3BvbnNlSAASJgoFZXJyb3IYAiABKAsyFS5tZXRlcmQudjEuRXZlbnRFcnJvckgAQgkKB291dGNvbWUiZwoSVHJhY2tCYXRjaFJlc3BvbnNlEicKB3Jlc3VsdHMYASADKAsyFi5tZXRlcmQudjEuVHJhY2tSZXN1bHQSKAoGdXNhZ2VzGAIgAygLMhgubWV0ZXJkLnYxLkN1c3RvbWVyVXNhZ2UiRQoNQ3VzdG9tZXJVc2FnZRITCgtjdXN0b21lcl9pZBgBIAEoCRIfCgV1c2FnZRgCIAEoCzIQLm1ldGVyZC52MS5Vc2FnZSJaChJUcmFja1N0cmVhbVJlcXVlc3QSJwoGZXZlbnRzGAEgAygLMhcubWV0ZXJkLnYxLlRyYWNrUmVxdWVzdBIbChNpbmNsdWRlX2V2ZW50X3VzYWdlGAIgASgIInoKE1RyYWNrU3RyZWFtUmVzcG9uc2USEAoIc2VxdWVuY2UYASABKAQSJwoHcmVzdWx0cxgCIAMoCzIWLm1ldGVyZC52MS5UcmFja1Jlc3VsdBIoCgZ1c2FnZXMYAyADKAsyGC5tZXRlcmQudjEuQ3VzdG9tZXJVc2FnZSKDAgoPU2V0VXNhZ2VSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEgwKBHVzZWQYAyABKAESFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEhoKDWV4cGVjdGVkX3VzZWQYBSABKAFIAIgBARI+Cgpwcm9wZXJ0aWVzGAYgAygLMioubWV0ZXJkLnYxLlNldFVzYWdlUmVxdWVzdC5Qcm9wZXJ0aWVzRW50cnkaMQoPUHJvcGVydGllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCEAoOX2V4cGVjdGVkX3VzZWQiugEKEFNldFVzYWdlUmVzcG9uc2USDQoFZGVsdGEYASABKAESEAoIZXZlbnRfaWQYAiABKAkSEQoJZHVwbGljYXRlGAMgASgIEh8KBXVzYWdlGAQgASgLMhAubWV0ZXJkLnYxLlVzYWdlEiUKCGRlY2lzaW9uGAUgASgOMhMubWV0ZXJkLnYxLkRlY2lzaW9uEioKC2RlbnlfcmVhc29uGAYgASgOMhUubWV0ZXJkLnYxLkRlbnlSZWFzb24iSAoMQ2hlY2tSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJEg4KBmFtb3VudBgDIAEoASJtCg1DaGVja1Jlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSHwoFdXNhZ2UYAiABKAsyEC5tZXRlcmQudjEuVXNhZ2USKgoLZGVueV9yZWFzb24YAyABKA4yFS5tZXRlcmQudjEuRGVueVJlYXNvbiJlChFHZXRNZXRyaWNzUmVxdWVzdBITCgtjdXN0b21lcl9pZBgBIAEoCRITCgtmZWF0dXJlX2tleRgCIAEoCRImCgJhdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioQMKBk1ldHJpYxITCgtmZWF0dXJlX2tleRgBIAEoCRIVCg1mZWF0dXJlX3RpdGxlGAIgASgJEhQKDHByb2R1Y3RfbmFtZRgDIAEoCRIQCghjb25zdW1lZBgEIAEoARINCgVsaW1pdBgFIAEoARIRCglyZW1haW5pbmcYBiABKAESEQoJdW5saW1pdGVkGAcgASgIEhcKD3BlcmNlbnRhZ2VfdXNlZBgIIAEoARIwCgxwZXJpb2Rfc3RhcnQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnBlcmlvZF9lbmQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc2V0c19pbl9kYXlzGAsgASgFEhoKEnRocmVzaG9sZHNfcmVhY2hlZBgMIAMoARIMCgR1bml0GA0gASgJEigKCmxpbWl0X2tpbmQYDiABKA4yFC5tZXRlcmQudjEuTGltaXRLaW5kEg8KB292ZXJhZ2UYDyABKAESFgoOY3JlZGl0X2JhbGFuY2UYECABKAEiOAoSR2V0TWV0cmljc1Jlc3BvbnNlEiIKB21ldHJpY3MYASADKAsyES5tZXRlcmQudjEuTWV0cmljIj0KEVdhdGNoVXNhZ2VSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhMKC2ZlYXR1cmVfa2V5GAIgASgJIjgKEldhdGNoVXNhZ2VSZXNwb25zZRIiCgdtZXRyaWNzGAEgAygLMhEubWV0ZXJkLnYxLk1ldHJpYyKaAgoRTGlzdEV2ZW50c1JlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSEwoLZmVhdHVyZV9rZXkYAiABKAkSKAoEZnJvbRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoCdG8YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKBWtpbmRzGAUgAygOMhQubWV0ZXJkLnYxLkV2ZW50S2luZBIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSJAoFb3JkZXIYByABKA4yFS5tZXRlcmQudjEuRXZlbnRPcmRlchIRCglwYWdlX3NpemUYCCABKAUSEgoKcGFnZV90b2tlbhgJIAEoCSLyAgoLTGVkZ2VyRXZlbnQSCgoCaWQYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkSEwoLZmVhdHVyZV9rZXkYAyABKAkSIgoEa2luZBgEIAEoDjIULm1ldGVyZC52MS5FdmVudEtpbmQSDgoGYW1vdW50GAUgASgJEg8KB2NyZWRpdHMYBiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAcgASgJEi8KC29jY3VycmVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWNvcmRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOgoKcHJvcGVydGllcxgKIAMoCzImLm1ldGVyZC52MS5MZWRnZXJFdmVudC5Qcm9wZXJ0aWVzRW50cnkaMQoPUHJvcGVydGllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiVQoSTGlzdEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLm1ldGVyZC52MS5MZWRnZXJFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIAoOUHJvcGVydHlWYWx1ZXMSDgoGdmFsdWVzGAEgAygJIuECChFRdWVyeVVzYWdlUmVxdWVzdBITCgtjdXN0b21lcl9pZBgBIAEoCRIUCgxmZWF0dXJlX2tleXMYAiADKAkSKAoEZnJvbRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoCdG8YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBndpbmRvdxgFIAEoDjIWLm1ldGVyZC52MS5Vc2FnZVdpbmRvdxIRCgl0aW1lX3pvbmUYBiABKAkSEAoIZ3JvdXBfYnkYByADKAkSOAoGZmlsdGVyGAggAygLMigubWV0ZXJkLnYxLlF1ZXJ5VXNhZ2VSZXF1ZXN0LkZpbHRlckVudHJ5GkgKC0ZpbHRlckVudHJ5EgsKA2tleRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLm1ldGVyZC52MS5Qcm9wZXJ0eVZhbHVlczoCOAEi5QEKC1VzYWdlQnVja2V0EhMKC2ZlYXR1cmVfa2V5GAEgASgJEikKBXN0YXJ0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXZhbHVlGAQgASgJEjAKBWdyb3VwGAUgAygLMiEubWV0ZXJkLnYxLlVzYWdlQnVja2V0Lkdyb3VwRW50cnkaLAoKR3JvdXBFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIj0KElF1ZXJ5VXNhZ2VSZXNwb25zZRInCgdidWNrZXRzGAEgAygLMhYubWV0ZXJkLnYxLlVzYWdlQnVja2V0KoMBCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhQKEEVWRU5UX0tJTkRfVFJBQ0sQARISCg5FVkVOVF9LSU5EX1NFVBACEhkKFUVWRU5UX0tJTkRfQURKVVNUTUVOVBADEhUKEUVWRU5UX0tJTkRfVE9QX1VQEAQqZQoKRXZlbnRPcmRlchIbChdFVkVOVF9PUkRFUl9VTlNQRUNJRklFRBAAEhwKGEVWRU5UX09SREVSX05FV0VTVF9GSVJTVBABEhwKGEVWRU5UX09SREVSX09MREVTVF9GSVJTVBACKokBCgtVc2FnZVdpbmRvdxIcChhVU0FHRV9XSU5ET1dfVU5TUEVDSUZJRUQQABIVChFVU0FHRV9XSU5ET1dfSE9VUhABEhQKEFVTQUdFX1dJTkRPV19EQVkQAhIWChJVU0FHRV9XSU5ET1dfTU9OVEgQAxIXChNVU0FHRV9XSU5ET1dfUEVSSU9EEAQyowUKD01ldGVyaW5nU2VydmljZRI6CgVUcmFjaxIXLm1ldGVyZC52MS5UcmFja1JlcXVlc3QaGC5tZXRlcmQudjEuVHJhY2tSZXNwb25zZRJJCgpUcmFja0JhdGNoEhwubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXF1ZXN0Gh0ubWV0ZXJkLnYxLlRyYWNrQmF0Y2hSZXNwb25zZRJQCgtUcmFja1N0cmVhbRIdLm1ldGVyZC52MS5UcmFja1N0cmVhbVJlcXVlc3QaHi5tZXRlcmQudjEuVHJhY2tTdHJlYW1SZXNwb25zZSgBMAESQwoIU2V0VXNhZ2USGi5tZXRlcmQudjEuU2V0VXNhZ2VSZXF1ZXN0GhsubWV0ZXJkLnYxLlNldFVzYWdlUmVzcG9uc2USPwoFQ2hlY2sSFy5tZXRlcmQudjEuQ2hlY2tSZXF1ZXN0GhgubWV0ZXJkLnYxLkNoZWNrUmVzcG9uc2UiA5ACARJOCgpHZXRNZXRyaWNzEhwubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXF1ZXN0Gh0ubWV0ZXJkLnYxLkdldE1ldHJpY3NSZXNwb25zZSIDkAIBEksKCldhdGNoVXNhZ2USHC5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlcXVlc3QaHS5tZXRlcmQudjEuV2F0Y2hVc2FnZVJlc3BvbnNlMAESSQoKTGlzdEV2ZW50cxIcLm1ldGVyZC52MS5MaXN0RXZlbnRzUmVxdWVzdBodLm1ldGVyZC52MS5MaXN0RXZlbnRzUmVzcG9uc2USSQoKUXVlcnlVc2FnZRIcLm1ldGVyZC52MS5RdWVyeVVzYWdlUmVxdWVzdBodLm1ldGVyZC52MS5RdWVyeVVzYWdlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_meterd_v1_usage]);
 
 /**
  * @generated from message meterd.v1.TrackRequest
@@ -804,6 +804,151 @@ export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PUR
   messageDesc(file_meterd_v1_metering, 19);
 
 /**
+ * @generated from message meterd.v1.PropertyValues
+ */
+export type PropertyValues = Message<"meterd.v1.PropertyValues"> & {
+  /**
+   * @generated from field: repeated string values = 1;
+   */
+  values: string[];
+};
+
+/**
+ * Describes the message meterd.v1.PropertyValues.
+ * Use `create(PropertyValuesSchema)` to create a new message.
+ */
+export const PropertyValuesSchema: GenMessage<PropertyValues> = /*@__PURE__*/
+  messageDesc(file_meterd_v1_metering, 20);
+
+/**
+ * @generated from message meterd.v1.QueryUsageRequest
+ */
+export type QueryUsageRequest = Message<"meterd.v1.QueryUsageRequest"> & {
+  /**
+   * Required with a customer token (its own). Empty, with a secret key: every customer's usage summed.
+   *
+   * @generated from field: string customer_id = 1;
+   */
+  customerId: string;
+
+  /**
+   * 1 to 20 features.
+   *
+   * @generated from field: repeated string feature_keys = 2;
+   */
+  featureKeys: string[];
+
+  /**
+   * Required: the range [from, to) of occurred_at. The first and last buckets are cut to it, so that
+   * the buckets of a range add up to its total.
+   *
+   * @generated from field: google.protobuf.Timestamp from = 3;
+   */
+  from?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp to = 4;
+   */
+  to?: Timestamp | undefined;
+
+  /**
+   * Required.
+   *
+   * @generated from field: meterd.v1.UsageWindow window = 5;
+   */
+  window: UsageWindow;
+
+  /**
+   * An IANA time zone ("Europe/Paris") for DAY and MONTH; empty: UTC.
+   *
+   * @generated from field: string time_zone = 6;
+   */
+  timeZone: string;
+
+  /**
+   * Up to 5 property keys: one series per combination of their values ("" where an event has none).
+   *
+   * @generated from field: repeated string group_by = 7;
+   */
+  groupBy: string[];
+
+  /**
+   * Only events whose property (the key) has one of the values.
+   *
+   * @generated from field: map<string, meterd.v1.PropertyValues> filter = 8;
+   */
+  filter: { [key: string]: PropertyValues };
+};
+
+/**
+ * Describes the message meterd.v1.QueryUsageRequest.
+ * Use `create(QueryUsageRequestSchema)` to create a new message.
+ */
+export const QueryUsageRequestSchema: GenMessage<QueryUsageRequest> = /*@__PURE__*/
+  messageDesc(file_meterd_v1_metering, 21);
+
+/**
+ * @generated from message meterd.v1.UsageBucket
+ */
+export type UsageBucket = Message<"meterd.v1.UsageBucket"> & {
+  /**
+   * @generated from field: string feature_key = 1;
+   */
+  featureKey: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp start = 2;
+   */
+  start?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end = 3;
+   */
+  end?: Timestamp | undefined;
+
+  /**
+   * Exact decimal sum of the amounts that occurred in [start, end), in the feature's units.
+   *
+   * @generated from field: string value = 4;
+   */
+  value: string;
+
+  /**
+   * The group_by values of this series.
+   *
+   * @generated from field: map<string, string> group = 5;
+   */
+  group: { [key: string]: string };
+};
+
+/**
+ * Describes the message meterd.v1.UsageBucket.
+ * Use `create(UsageBucketSchema)` to create a new message.
+ */
+export const UsageBucketSchema: GenMessage<UsageBucket> = /*@__PURE__*/
+  messageDesc(file_meterd_v1_metering, 22);
+
+/**
+ * @generated from message meterd.v1.QueryUsageResponse
+ */
+export type QueryUsageResponse = Message<"meterd.v1.QueryUsageResponse"> & {
+  /**
+   * By feature (in the request's order), then group, then start. Without group_by, every bucket of the
+   * range is there, "0" when empty; with group_by, only the buckets a group has events in.
+   *
+   * @generated from field: repeated meterd.v1.UsageBucket buckets = 1;
+   */
+  buckets: UsageBucket[];
+};
+
+/**
+ * Describes the message meterd.v1.QueryUsageResponse.
+ * Use `create(QueryUsageResponseSchema)` to create a new message.
+ */
+export const QueryUsageResponseSchema: GenMessage<QueryUsageResponse> = /*@__PURE__*/
+  messageDesc(file_meterd_v1_metering, 23);
+
+/**
  * What wrote a ledger event.
  *
  * @generated from enum meterd.v1.EventKind
@@ -876,6 +1021,51 @@ export enum EventOrder {
  */
 export const EventOrderSchema: GenEnum<EventOrder> = /*@__PURE__*/
   enumDesc(file_meterd_v1_metering, 1);
+
+/**
+ * @generated from enum meterd.v1.UsageWindow
+ */
+export enum UsageWindow {
+  /**
+   * @generated from enum value: USAGE_WINDOW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Hours of UTC.
+   *
+   * @generated from enum value: USAGE_WINDOW_HOUR = 1;
+   */
+  HOUR = 1,
+
+  /**
+   * Days in time_zone.
+   *
+   * @generated from enum value: USAGE_WINDOW_DAY = 2;
+   */
+  DAY = 2,
+
+  /**
+   * Calendar months in time_zone.
+   *
+   * @generated from enum value: USAGE_WINDOW_MONTH = 3;
+   */
+  MONTH = 3,
+
+  /**
+   * The feature's own billing periods for the customer (its reset interval, anchor and the customer's
+   * billing anchor): what GetMetrics reports for each. Needs a customer_id.
+   *
+   * @generated from enum value: USAGE_WINDOW_PERIOD = 4;
+   */
+  PERIOD = 4,
+}
+
+/**
+ * Describes the enum meterd.v1.UsageWindow.
+ */
+export const UsageWindowSchema: GenEnum<UsageWindow> = /*@__PURE__*/
+  enumDesc(file_meterd_v1_metering, 2);
 
 /**
  * @generated from service meterd.v1.MeteringService
@@ -962,6 +1152,18 @@ export const MeteringService: GenService<{
     methodKind: "unary";
     input: typeof ListEventsRequestSchema;
     output: typeof ListEventsResponseSchema;
+  },
+  /**
+   * Usage over time, from the ledger: the exact sum of each feature's amounts per hour, day, month or
+   * billing period, optionally per group of property values. A customer token sees its own customer and
+   * its features only.
+   *
+   * @generated from rpc meterd.v1.MeteringService.QueryUsage
+   */
+  queryUsage: {
+    methodKind: "unary";
+    input: typeof QueryUsageRequestSchema;
+    output: typeof QueryUsageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_meterd_v1_metering, 0);
