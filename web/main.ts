@@ -6,7 +6,7 @@
 // (that site's origin must be in METERD_CORS_ORIGINS). data-api on the script overrides the address.
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { MeteringService, type Metric } from "../gen/meterd/v1/metering_pb.js";
+import { MeteringService, type Metric, UsageWindow } from "../gen/meterd/v1/metering_pb.js";
 import { Decision, DenyReason } from "../gen/meterd/v1/usage_pb.js";
 import { decodeToken, rememberedToken, rememberToken, takeTokenFromLocation, type TokenInfo } from "./token.js";
 import { quantity } from "./format.js";
@@ -96,6 +96,31 @@ function main(): void {
       .finally(() => (button.disabled = false));
   });
 
+  // Daily charts: each feature that resets is asked for its days at most every DAILY_EVERY_MS, and again
+  // after a change, so that a burst of usage costs one QueryUsage per feature, not one per event.
+  const DAILY_EVERY_MS = 2000;
+  const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const daily = new Map<string, { last: number; timer: ReturnType<typeof setTimeout> | null }>();
+  function refreshDaily(info: TokenInfo, metric: Metric, signal: AbortSignal): void {
+    if (metric.periodStart === undefined || metric.periodEnd === undefined) return;
+    const state = daily.get(metric.featureKey) ?? { last: 0, timer: null };
+    daily.set(metric.featureKey, state);
+    if (state.timer !== null) return;
+    const ask = (): void => {
+      state.timer = null;
+      state.last = Date.now();
+      client
+        .queryUsage(
+          { customerId: info.customerId, featureKeys: [metric.featureKey], from: metric.periodStart, to: metric.periodEnd, window: UsageWindow.DAY, timeZone },
+          { ...auth(), signal },
+        )
+        .then((res) => view.showDaily(metric.featureKey, res.buckets))
+        // The chart is extra: without it the bars still tell the usage.
+        .catch(() => undefined);
+    };
+    state.timer = setTimeout(ask, Math.max(0, state.last + DAILY_EVERY_MS - Date.now()));
+  }
+
   async function watch(info: TokenInfo, signal: AbortSignal): Promise<void> {
     for (let attempt = 0; !signal.aborted; attempt++) {
       let waitMs = Math.min(30_000, 1000 * 2 ** attempt);
@@ -103,6 +128,7 @@ function main(): void {
         let first = true;
         for await (const res of client.watchUsage({ customerId: info.customerId }, { ...auth(), signal })) {
           view.update(res.metrics);
+          for (const metric of res.metrics) refreshDaily(info, metric, signal);
           if (first) setStatus(ui.list.childElementCount === 0 ? "No features to show." : "Live: the bars move as usage is recorded.", "live");
           first = false;
           attempt = 0;
@@ -127,6 +153,8 @@ function main(): void {
     session?.stop.abort();
     session = null;
     view.clear();
+    for (const state of daily.values()) if (state.timer !== null) clearTimeout(state.timer);
+    daily.clear();
     const info = decodeToken(token.trim());
     if (info === null) {
       setStatus("This is not a customer token (it starts with ct1.).", "error");

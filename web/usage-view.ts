@@ -1,6 +1,7 @@
 // One card per feature: a bar (consumed out of the limit), the figures, the threshold badge, and a
 // button that uses one unit. Cards are made once and updated in place, so the bar moves smoothly.
-import type { Metric } from "../gen/meterd/v1/metering_pb.js";
+import type { Metric, UsageBucket } from "../gen/meterd/v1/metering_pb.js";
+import { drawDailyChart } from "./daily-chart.js";
 import { formatNumber, quantity, resetsText, thresholdLevel } from "./format.js";
 
 interface Card {
@@ -14,6 +15,8 @@ interface Card {
   limit: HTMLElement;
   remaining: HTMLElement;
   resets: HTMLElement;
+  daily: SVGSVGElement;
+  unit: string;
   button: HTMLButtonElement;
 }
 
@@ -79,17 +82,32 @@ export class UsageView {
     const remaining = figure(figures, "Remaining");
     const resets = figure(figures, "Resets");
 
+    // Shown once QueryUsage has answered for the current period (features that reset have one).
+    const daily = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    daily.setAttribute("class", "daily");
+    daily.setAttribute("role", "img");
+    daily.style.display = "none";
+
     const button = el("button", "use");
     button.type = "button";
-    const card: Card = { root, title, product, badge, bar, fill, used, limit, remaining, resets, button };
-    root.append(head, bar, figures, button);
+    const card: Card = { root, title, product, badge, bar, fill, used, limit, remaining, resets, daily, unit: "", button };
+    root.append(head, bar, figures, daily, button);
     this.list.append(root);
     this.cards.set(featureKey, card);
     return card;
   }
 
+  /** The feature's usage per day of its current period (QueryUsage's buckets). */
+  showDaily(featureKey: string, buckets: readonly UsageBucket[]): void {
+    const card = this.cards.get(featureKey);
+    if (card === undefined) return;
+    drawDailyChart(card.daily, buckets, card.unit);
+    card.daily.style.display = buckets.length > 0 ? "" : "none";
+  }
+
   private render(card: Card, m: Metric): void {
     const level = thresholdLevel(m);
+    card.unit = m.unit;
     card.title.textContent = m.featureTitle || m.featureKey;
     card.product.textContent = m.productName;
     card.root.classList.toggle("warn", level >= 80 && level < 100);

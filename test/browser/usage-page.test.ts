@@ -1,7 +1,8 @@
 // Given meterd serving /ui/ and two other local sites (one allowed by METERD_CORS_ORIGINS, one not),
 // when real Chromium opens the usage page with a customer token, then it shows a bar per feature,
 // a click tracks one unit and the bar moves live (WatchUsage) without a reload, 80% marks the bar;
-// the page from the site that is not allowed cannot call meterd; a token for one customer cannot read
+// each feature that resets shows its usage per day of the period (QueryUsage); the page from the site
+// that is not allowed cannot call meterd; a token for one customer cannot read
 // or change another's usage, track a negative amount or call SetUsage; an expired token is refused.
 import { existsSync } from "node:fs";
 import { copyFile, mkdir } from "node:fs/promises";
@@ -141,6 +142,16 @@ describe.runIf(RUN_BROWSER_TESTS)("the usage page in Chromium", () => {
     await expect.poll(() => valueNow(page, "api_calls")).toBe("799");
     expect(await card(page, "api_calls").getAttribute("class")).toBe("metric");
     expect(await card(page, "api_calls").locator(".badge").isHidden()).toBe(true);
+
+    // The daily chart of the period (QueryUsage, in the browser's time zone) counts the same 799.
+    const daily = card(page, "api_calls").locator("svg.daily");
+    await expect.poll(() => daily.getAttribute("data-total"), { timeout: 10_000 }).toBe("799");
+    const { metrics } = await metering.getMetrics({ customerId, featureKey: "api_calls" }, { headers: auth });
+    const periodDays = Math.round((Number(metrics[0]!.periodEnd!.seconds) - Number(metrics[0]!.periodStart!.seconds)) / 86_400);
+    expect(Number(await daily.getAttribute("data-days"))).toBeGreaterThanOrEqual(periodDays);
+    expect(await daily.getAttribute("aria-label")).toMatch(/^Usage per day this period: 799 calls over \d+ days/);
+    expect(await daily.locator("rect.day").count()).toBeGreaterThan(0);
+    expect(await card(page, "seats").locator("svg.daily").isHidden()).toBe(true); // seats never reset: no period
 
     await page.getByRole("button", { name: "Use 1 call of API calls" }).click();
     await expect.poll(() => valueNow(page, "api_calls")).toBe("800");
