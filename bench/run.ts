@@ -23,7 +23,7 @@ import { redisFloor } from "./floors/redis-floor.js";
 import { tableFloor } from "./floors/table-floor.js";
 import { allowedIn, BENCH_KEY, connectClient, EventSource, GrpcClient } from "./lib/clients.js";
 import { buildFigures } from "./lib/figures.js";
-import { threadedClosedLoop, type UnaryKind } from "./lib/load-threads.js";
+import { LIST_PAGE, threadedClosedLoop, type UnaryKind } from "./lib/load-threads.js";
 import { closedLoop, openLoop, type ClosedLoopResult, type OpenLoopResult, type WindowHooks } from "./lib/load.js";
 import { COLD_SPREADS, DIAGNOSTIC_SPREAD, expandOnly, hasCold, PHASE_HELP, phaseId, SPREADS } from "./lib/phase-list.js";
 import { type CpuShare, machineBusyOver, PgPids, Phases, type Subject } from "./lib/phases.js";
@@ -110,6 +110,8 @@ const OPEN_LOOP_MAX_IN_FLIGHT = 1000;
 const BATCH = 1000;
 /** TrackBatch calls in flight, and batches in flight in the floors; streams x requests unacknowledged per stream for TrackStream. */
 const BATCH_IN_FLIGHT = 4;
+/** Calls in flight of the read phases (QueryUsage, ListEvents), each much more work than a Track. */
+const READ_IN_FLIGHT = 16;
 const STREAMS = 4;
 const STREAM_WINDOW = 2;
 
@@ -261,8 +263,8 @@ async function main(): Promise<void> {
    * same keys again (meterd would answer them as duplicates, with no new ledger row).
    */
   let unaryRuns = 0;
-  const unary = async (kind: UnaryKind, address: string, key: string | null, tag: string, hooks: { onStart(): void; onEnd(): void }) => {
-    const job = { kind, address, key, runId, customers: CUSTOMERS, tag: `${tag}${unaryRuns++}-`, concurrency: IN_FLIGHT, ...timing };
+  const unary = async (kind: UnaryKind, address: string, key: string | null, tag: string, hooks: { onStart(): void; onEnd(): void }, concurrency = IN_FLIGHT) => {
+    const job = { kind, address, key, runId, customers: CUSTOMERS, tag: `${tag}${unaryRuns++}-`, concurrency, ...timing };
     const r = await threadedClosedLoop(job, CLIENT_THREADS, hooks);
     if (key !== null) allowedAcked += r.allowed;
     return r;
@@ -366,6 +368,12 @@ async function main(): Promise<void> {
     }, (r, cpu) => `${count(r.eventsPerSecond)} events/s acknowledged durable (${r.events} in ${r.seconds.toFixed(1)} s, ${r.problems} not allowed${r.firstProblem ? `: ${r.firstProblem}` : ""}); ${serverCpu(cpu, r.events, "event")}`);
   }
 
+  // The read side, on the ledger the ingestion phases filled: each call runs on its own, 16 in flight.
+  await phases.run("query-usage", `meterd QueryUsage over gRPC: a year of daily buckets of one customer's API calls, ${READ_IN_FLIGHT} in flight`, server, (hooks) =>
+    unary("grpc-query-usage", grpcAddress, BENCH_KEY, "q", hooks, READ_IN_FLIGHT), (r, cpu) => `${perSecond(r)}; ${serverCpu(cpu, r.calls, "call")}`);
+  await phases.run("list-events", `meterd ListEvents over gRPC: pages of ${LIST_PAGE.toLocaleString("en-US")} events, newest first, ${READ_IN_FLIGHT} in flight`, server, (hooks) =>
+    unary("grpc-list-events", grpcAddress, BENCH_KEY, "l", hooks, READ_IN_FLIGHT), (r, cpu) => `${perSecond(r)}, ${count(r.unitsPerSecond)} events/s; ${serverCpu(cpu, r.calls, "call")}`);
+
   // Peak RSS, then a check that what was acknowledged ALLOWED is in the ledger (bench_c... and bench_cold_...).
   const memory = memoryOf(meterd.pid);
   const ledgerRows = await (async () => {
@@ -406,7 +414,7 @@ async function main(): Promise<void> {
   writeFileSync(path.join(RESULTS, `${base}.json`), `${JSON.stringify(latestJson(figures), null, 2)}\n`);
   writeFileSync(
     path.join(RESULTS, `${base}-detail.json`),
-    `${JSON.stringify({ runId, date: new Date().toISOString(), command, seconds: elapsed, machine, settings: { CUSTOMERS, IN_FLIGHT, CLIENT_THREADS, RATE, BATCH, SPREADS, COLD_SPREADS, DIAGNOSTIC_SPREAD, BATCH_IN_FLIGHT, STREAMS, STREAM_WINDOW, MEASURE_MS, WARMUP_MS, BATCH_MEASURE_MS, BATCH_WARMUP_MS }, durability: { allowedAcked, ledgerRows }, figures: figures.map((f) => ({ ...f, pass: passes(f) })), phases: [...phases.records.values()] }, null, 2)}\n`,
+    `${JSON.stringify({ runId, date: new Date().toISOString(), command, seconds: elapsed, machine, settings: { CUSTOMERS, IN_FLIGHT, CLIENT_THREADS, RATE, BATCH, SPREADS, COLD_SPREADS, DIAGNOSTIC_SPREAD, BATCH_IN_FLIGHT, READ_IN_FLIGHT, STREAMS, STREAM_WINDOW, MEASURE_MS, WARMUP_MS, BATCH_MEASURE_MS, BATCH_WARMUP_MS }, durability: { allowedAcked, ledgerRows }, figures: figures.map((f) => ({ ...f, pass: passes(f) })), phases: [...phases.records.values()] }, null, 2)}\n`,
   );
   writeFileSync(
     path.join(RESULTS, `${base}.md`),

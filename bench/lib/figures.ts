@@ -118,6 +118,10 @@ export function buildFigures(records: Map<string, PhaseRecord>, settings: Figure
     }
   }
 
+  const qu = closed("query-usage");
+  if (qu) add(["query-usage"], { name: "QueryUsage, gRPC, a year of daily buckets", value: qu.callsPerSecond, unit: "calls/s", floor: null });
+  const le = closed("list-events");
+  if (le) add(["list-events"], { name: "ListEvents, gRPC, pages of 1,000 events", value: le.callsPerSecond, unit: "pages/s", floor: null });
   const m = closed("metrics");
   if (m) add(["metrics", "echo-grpc"], { name: `GetMetrics, gRPC, ${inFlight}`, value: m.callsPerSecond, unit: "calls/s", floor: finite(echoGrpc?.callsPerSecond), floorName: "bare grpc-js echo" });
   if (peakRss !== null) out.push(figure({ name: "meterd peak RSS (VmHWM), whole run", value: peakRss / 2 ** 20, unit: "MiB", floor: null }));

@@ -4,12 +4,24 @@
 // in flight (128 in all), start together on a signal, and count calls in the same window.
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { create } from "@bufbuild/protobuf";
-import { GetMetricsRequestSchema, MeteringService } from "../../gen/meterd/v1/metering_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  GetMetricsRequestSchema,
+  ListEventsRequestSchema,
+  MeteringService,
+  QueryUsageRequestSchema,
+  UsageWindow,
+} from "../../gen/meterd/v1/metering_pb.js";
 import { Decision } from "../../gen/meterd/v1/usage_pb.js";
 import { connectClient, EventSource, GrpcClient } from "./clients.js";
 import { closedLoop, type ClosedLoopResult } from "./load.js";
 
-export type UnaryKind = "grpc-track" | "connect-track" | "grpc-metrics";
+export type UnaryKind = "grpc-track" | "connect-track" | "grpc-metrics" | "grpc-query-usage" | "grpc-list-events";
+
+/** The read phases' customers: those the ingestion phases gave the most events (batches over 1 customer). */
+export const READ_CUSTOMERS = 50;
+export const LIST_PAGE = 1000;
+const YEAR_MS = 365 * 86_400_000;
 
 export interface UnaryJob {
   kind: UnaryKind;
@@ -111,6 +123,34 @@ async function runInWorker(job: UnaryJob): Promise<void> {
         if (res.decision !== Decision.ALLOWED) throw new Error(`Track was not allowed (${res.denyReason})`);
         allowed++;
         return 1;
+      };
+    } else if (job.kind === "grpc-query-usage") {
+      // A year of daily buckets of one customer, ending tomorrow: 366 buckets per call.
+      let customer = Math.floor(Math.random() * READ_CUSTOMERS);
+      call = async () => {
+        const now = Date.now();
+        const req = create(QueryUsageRequestSchema, {
+          customerId: source.customerId(customer++ % READ_CUSTOMERS),
+          featureKeys: ["api_calls"],
+          from: timestampFromMs(now - YEAR_MS),
+          to: timestampFromMs(now + 86_400_000),
+          window: UsageWindow.DAY,
+        });
+        const res = await c.unary(MeteringService.method.queryUsage, req);
+        if (res.buckets.length < 365) throw new Error(`QueryUsage returned ${res.buckets.length} buckets for a year`);
+        return res.buckets.length;
+      };
+    } else if (job.kind === "grpc-list-events") {
+      // Pages of 1,000 events, newest first, each customer's pages one after the other.
+      let customer = Math.floor(Math.random() * READ_CUSTOMERS);
+      let pageToken = "";
+      call = async () => {
+        const customerId = source.customerId(customer % READ_CUSTOMERS);
+        const res = await c.unary(MeteringService.method.listEvents, create(ListEventsRequestSchema, { customerId, pageSize: LIST_PAGE, pageToken }));
+        pageToken = res.nextPageToken;
+        if (pageToken === "") customer++;
+        if (res.events.length === 0) throw new Error(`ListEvents returned no event for ${customerId}`);
+        return res.events.length;
       };
     } else {
       let customer = Math.floor(Math.random() * job.customers);

@@ -23,7 +23,7 @@ const spreadIds = (k: number) => [phaseId.protocolFloor(k), phaseId.tableFloor(k
 export const PHASE_HELP = `Phases, in run order (--only also takes a family without its count: batch = ${SPREADS.map(phaseId.batch).join(",")}):
   unary       echo-grpc track-grpc durable-grpc echo-connect track-connect
   latency     raw-latency latency-grpc latency-connect
-  reads       metrics (GetMetrics)
+  reads       metrics (GetMetrics); at the end, after ingestion: query-usage (QueryUsage, a year of days) list-events (ListEvents, pages of 1,000)
   diagnostic  redis-lua pg-insert  (the protocol floor's Redis part alone, and its rows into the ledger tables with plain pg; ${DIAGNOSTIC_SPREAD} customers)
   ingestion   1,000 events per call or batch, over N customers:
 ${SPREADS.map((k) => `              ${spreadIds(k).join(" ")}`).join("\n")}`;
@@ -42,6 +42,8 @@ export const PHASE_IDS: string[] = [
   "redis-lua",
   "pg-insert",
   ...SPREADS.flatMap(spreadIds),
+  "query-usage",
+  "list-events",
 ];
 
 /** --only's list as phase ids: each entry an id, or a family (batch, stream, ...) meaning all its spreads. */
