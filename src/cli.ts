@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The meterd command line: serve (the default), migrate and reconcile. Configuration comes from the
+// The meterd command line: serve (the default), migrate, reconcile and export. Configuration comes from the
 // environment (see the README); flags override it.
 import { parseArgs } from "node:util";
 import { type Config, ConfigError, loadConfig } from "./config.js";
@@ -8,6 +8,7 @@ import { createLogger } from "./log.js";
 import { startServer } from "./server.js";
 import { openApp } from "./app.js";
 import { type Difference, Reconciler } from "./metering/reconcile.js";
+import { exportCommand } from "./export-command.js";
 import { progressBar } from "./progress.js";
 import { isWorker, parseWorkers, type Ready, reportReady, requireSharedStorage, runPrimary, workerId } from "./workers.js";
 
@@ -20,14 +21,20 @@ Commands:
   migrate    Apply pending ledger migrations, then exit
   reconcile  Compare the Redis counters and wallets with the ledger, and repair the differences
              (needs REDIS_URL and DATABASE_URL)
+  export     Write the ledger's events as NDJSON or CSV, oldest first, to stdout or --out FILE
+             (DATABASE_URL, or the embedded ledger of a meterd that is stopped)
 
 Options:
   --catalog FILE      Catalogue file to apply at start-up (overrides METERD_CATALOG)
   --workers N         serve: run N worker processes on the same ports (node:cluster), "auto" for one
                       per core; default 1, one process (overrides METERD_WORKERS). Needs REDIS_URL
                       and DATABASE_URL when N > 1
-  --customer ID       reconcile: only this customer (repeatable)
+  --customer ID       reconcile: only this customer (repeatable); export: only this customer
   --dry-run           reconcile: report the differences, change nothing
+  --feature KEY       export: only this feature
+  --from, --to TIME   export: events that occurred from --from (included) to --to (excluded), ISO 8601
+  --format F          export: ndjson (default) or csv (properties as a JSON object in one field)
+  --out FILE          export: write to FILE instead of stdout
   -h, --help          Show this help
 
 Storage: with neither REDIS_URL nor DATABASE_URL set, meterd runs embedded, keeping its data
@@ -135,6 +142,11 @@ async function main(argv: string[]): Promise<number> {
         catalog: { type: "string" },
         customer: { type: "string", multiple: true },
         "dry-run": { type: "boolean" },
+        feature: { type: "string" },
+        from: { type: "string" },
+        to: { type: "string" },
+        format: { type: "string" },
+        out: { type: "string" },
         workers: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -165,6 +177,15 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "reconcile":
       return reconcile(config, parsed.values.customer ?? [], parsed.values["dry-run"] === true);
+    case "export":
+      return exportCommand(config, {
+        customer: parsed.values.customer ?? [],
+        feature: parsed.values.feature,
+        from: parsed.values.from,
+        to: parsed.values.to,
+        format: parsed.values.format,
+        out: parsed.values.out,
+      });
     default:
       process.stderr.write(`unknown command "${command}"\n\n${USAGE}\n`);
       return 2;

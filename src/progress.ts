@@ -11,10 +11,11 @@ const PLAIN_EVERY_MS = 10_000;
  * A bar for `label` counting `unit`; `fields` is more of the line with cli-progress placeholders (for
  * example "{differences} differences"), filled from the payload given to start() and increment().
  */
-export function progressBar(label: string, unit: string, fields: string, stream: NodeJS.WriteStream = process.stderr): cliProgress.SingleBar {
+export function progressBar(label: string, unit: string, fields = "", stream: NodeJS.WriteStream = process.stderr): cliProgress.SingleBar {
   const tty = stream.isTTY === true;
+  const more = fields === "" ? "" : ` | ${fields}`;
   const format = tty
-    ? `${label} [{bar}] {value}/{total} ${unit} | ${fields} | {eta_formatted} left`
-    : `${label} {value}/{total} ${unit} ({percentage}%) | ${fields} | {eta_formatted} left`;
+    ? `${label} [{bar}] {value}/{total} ${unit}${more} | {eta_formatted} left`
+    : `${label} {value}/{total} ${unit} ({percentage}%)${more} | {eta_formatted} left`;
   return new SingleBar({ format, stream, noTTYOutput: true, notTTYSchedule: PLAIN_EVERY_MS }, Presets.shades_classic);
 }

@@ -2,7 +2,8 @@
 // one customer's usage (QueryUsage) or events (ListEvents) are read, then Postgres reads only that
 // customer's rows in the range: EXPLAIN ANALYZE shows the months outside the range pruned, and the
 // rows its scans touch (returned, or removed by a filter or a recheck) are no more than that
-// customer's rows of those months.
+// customer's rows of those months. And `meterd export` of the million rows runs in flat memory.
+import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventPageStatement } from "../../src/ledger/event-query.js";
 import { openLedger, type SqlLedger } from "../../src/ledger/index.js";
@@ -118,4 +119,31 @@ describe.skipIf(skip !== null && !process.env.CI)("read plans on a ledger of a m
     expectOnlyTheCustomerRows(await explain(eventPageStatement("e.id", { ...query, after: first.next })), expected.all);
     expectOnlyTheCustomerRows(await explain(eventPageStatement("e.id", { ...query, featureKeys: ["api_calls"] })), expected.apiCalls);
   });
+
+  /** Runs meterd export to /dev/null: the events it wrote and its peak RSS. */
+  async function exportPeak(...flags: string[]): Promise<{ events: number; seconds: number; peakMiB: number }> {
+    const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", "export", "--out", "/dev/null", ...flags], {
+        env: { PATH: process.env.PATH ?? "", DATABASE_URL: db.url },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let err = "";
+      child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      child.on("error", reject);
+      child.on("exit", (exitCode) => resolve({ code: exitCode, stderr: err }));
+    });
+    expect(code).toBe(0);
+    const summary = /^exported (\d+) events \(ndjson\) in ([\d.]+) s; peak RSS (\d+) MiB$/m.exec(stderr);
+    expect(summary).not.toBeNull();
+    return { events: Number(summary![1]), seconds: Number(summary![2]), peakMiB: Number(summary![3]) };
+  }
+
+  it("meterd export writes the million rows in flat memory: about what it takes for one customer's", async () => {
+    const one = await exportPeak("--customer", CUSTOMER);
+    const all = await exportPeak();
+    expect(all.events).toBe(ROWS);
+    process.stdout.write(`meterd export: ${one.events} rows, peak RSS ${one.peakMiB} MiB; ${all.events} rows in ${all.seconds} s, peak RSS ${all.peakMiB} MiB\n`);
+    // A million rows held at once would take gigabytes; a cursor keeps it to the process's own size.
+    expect(all.peakMiB).toBeLessThan(one.peakMiB + 150);
+  }, 180_000);
 });
