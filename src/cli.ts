@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The meterd command line: serve (the default), migrate, reconcile and export. Configuration comes from the
+// The meterd command line: serve (the default), migrate, reconcile, export and import. Configuration comes from the
 // environment (see the README); flags override it.
 import { parseArgs } from "node:util";
 import { type Config, ConfigError, loadConfig } from "./config.js";
@@ -9,6 +9,7 @@ import { startServer } from "./server.js";
 import { openApp } from "./app.js";
 import { type Difference, Reconciler } from "./metering/reconcile.js";
 import { exportCommand } from "./export-command.js";
+import { importCommand } from "./import-command.js";
 import { progressBar } from "./progress.js";
 import { isWorker, parseWorkers, type Ready, reportReady, requireSharedStorage, runPrimary, workerId } from "./workers.js";
 
@@ -23,6 +24,8 @@ Commands:
              (needs REDIS_URL and DATABASE_URL)
   export     Write the ledger's events as NDJSON or CSV, oldest first, to stdout or --out FILE
              (DATABASE_URL, or the embedded ledger of a meterd that is stopped)
+  import FILE  Send the events of an NDJSON or CSV file (as export writes them) to a running meterd
+             through TrackBatch and TopUpCredits; what it refuses goes to a rejects file
 
 Options:
   --catalog FILE      Catalogue file to apply at start-up (overrides METERD_CATALOG)
@@ -35,6 +38,10 @@ Options:
   --from, --to TIME   export: events that occurred from --from (included) to --to (excluded), ISO 8601
   --format F          export: ndjson (default) or csv (properties as a JSON object in one field)
   --out FILE          export: write to FILE instead of stdout
+  --format F          import: csv or ndjson (default: from the file's extension)
+  --url URL           import: the meterd to send to (default http://127.0.0.1:<METERD_HTTP_PORT>)
+  --key KEY           import: a secret key of that meterd (or METERD_KEY)
+  --rejects FILE      import: where refused and denied events go (default FILE.rejects.ndjson)
   -h, --help          Show this help
 
 Storage: with neither REDIS_URL nor DATABASE_URL set, meterd runs embedded, keeping its data
@@ -147,6 +154,9 @@ async function main(argv: string[]): Promise<number> {
         to: { type: "string" },
         format: { type: "string" },
         out: { type: "string" },
+        url: { type: "string" },
+        key: { type: "string" },
+        rejects: { type: "string" },
         workers: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -177,6 +187,14 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "reconcile":
       return reconcile(config, parsed.values.customer ?? [], parsed.values["dry-run"] === true);
+    case "import":
+      return importCommand({
+        file: parsed.positionals[1],
+        format: parsed.values.format,
+        url: parsed.values.url ?? `http://127.0.0.1:${config.httpPort}`,
+        key: parsed.values.key ?? process.env.METERD_KEY,
+        rejects: parsed.values.rejects,
+      });
     case "export":
       return exportCommand(config, {
         customer: parsed.values.customer ?? [],
