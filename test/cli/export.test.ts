@@ -94,7 +94,7 @@ describe.skipIf(skip !== null && !process.env.CI)("meterd export", () => {
     expect(lines[3]).toMatchObject({ feature_key: "storage_gb", amount: "0.000001", properties: { note: 'a "quoted", comma\nand a line' } });
     expect(lines[5]).toMatchObject({ feature_key: null, kind: "topup", credits: "12.5", idempotency_key: null });
     expect(lines[7]).toMatchObject({ kind: "adjustment", amount: "-3", occurred_at: "2025-03-01T00:07:00.000Z" });
-    expect(stderr).toMatch(/^export 2500\/2500 events \(100%\)/m);
+    expect(stderr).toMatch(/^export 2500\/2500 events \(100%\) \| [\d,]+ events\/s \| \d+s left$/m);
     expect(stderr).toMatch(/^exported 2500 events \(ndjson\) in [\d.]+ s; peak RSS \d+ MiB$/m);
   });
 
