@@ -1,31 +1,16 @@
 // meterd export as a user runs it: the ledger's events as NDJSON or CSV, exact decimals and all, with
 // its filters, to stdout or a file; a mistaken flag is one line and exit code 2.
-import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../support/cli.js";
 import { openLedger, type SqlLedger } from "../../src/ledger/index.js";
 import type { LedgerEvent } from "../../src/ledger/ledger.js";
 import { createTestDatabase, postgresSkipReason, type TestDatabase } from "../support/pg.js";
 
 const skip = await postgresSkipReason();
 
-function run(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], { env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 /** RFC 4180 records, for checking what the export wrote. */
 function parseCsv(text: string): string[][] {
@@ -86,7 +71,7 @@ describe.skipIf(skip !== null && !process.env.CI)("meterd export", () => {
   });
 
   it("writes every event as NDJSON to stdout, oldest first, decimals exact; progress and a summary on stderr", async () => {
-    const { code, stdout, stderr } = await run(["export"], env);
+    const { code, stdout, stderr } = await runCli(["export"], env);
     expect(code).toBe(0);
     const lines = stdout.trimEnd().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toHaveLength(2500);
@@ -100,7 +85,7 @@ describe.skipIf(skip !== null && !process.env.CI)("meterd export", () => {
 
   it("writes CSV to a file, with the filters: one customer, one feature, a time range", async () => {
     const out = path.join(dir, "a.csv");
-    const { code } = await run(["export", "--format", "csv", "--out", out, "--customer", "cus_b", "--feature", "api_calls", "--from", "2025-03-01T00:01:00Z", "--to", "2025-03-01T00:09:00Z"], env);
+    const { code } = await runCli(["export", "--format", "csv", "--out", out, "--customer", "cus_b", "--feature", "api_calls", "--from", "2025-03-01T00:01:00Z", "--to", "2025-03-01T00:09:00Z"], env);
     expect(code).toBe(0);
     const rows = parseCsv(await readFile(out, "utf8"));
     expect(rows[0]).toEqual(["id", "customer_id", "feature_key", "kind", "amount", "credits", "idempotency_key", "occurred_at", "recorded_at", "properties"]);
@@ -108,7 +93,7 @@ describe.skipIf(skip !== null && !process.env.CI)("meterd export", () => {
       ["evt-0001", "track", "1", "{}"],
       ["evt-0007", "adjustment", "-3", '{"region":"eu"}'],
     ]);
-    const quoted = parseCsv((await run(["export", "--format", "csv", "--feature", "storage_gb"], env)).stdout);
+    const quoted = parseCsv((await runCli(["export", "--format", "csv", "--feature", "storage_gb"], env)).stdout);
     expect(JSON.parse(quoted[1]![9]!)).toEqual({ note: 'a "quoted", comma\nand a line' });
   });
 
@@ -118,7 +103,7 @@ describe.skipIf(skip !== null && !process.env.CI)("meterd export", () => {
     [["--from", "2025-03-02", "--to", "2025-03-01"], /--to must be after --from/],
     [["--customer", "a", "--customer", "b"], /export takes one customer/],
   ])("refuses %j in one line, exit code 2", async (flags, message) => {
-    const { code, stderr, stdout } = await run(["export", ...flags], env);
+    const { code, stderr, stdout } = await runCli(["export", ...flags], env);
     expect(code).toBe(2);
     expect(stderr).toMatch(message);
     expect(stderr.trim().split("\n")).toHaveLength(1);

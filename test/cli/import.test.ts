@@ -1,7 +1,6 @@
 // meterd import as a user runs it: a file that meterd export wrote, sent over the network to another
 // (empty) meterd, gives back the same events (amounts bit-exact, keys, times, properties); importing it
 // again, as NDJSON or CSV, counts nothing twice; what meterd refuses lands in the rejects file.
-import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -9,6 +8,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../support/cli.js";
 import { CatalogService } from "../../gen/meterd/v1/catalog_pb.js";
 import { MeteringService } from "../../gen/meterd/v1/metering_pb.js";
 import type { Server } from "../../src/server.js";
@@ -17,21 +17,6 @@ import { createTestDatabase, postgresSkipReason, type TestDatabase } from "../su
 
 const skip = await postgresSkipReason();
 
-function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], { env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 interface Deployment {
   db: TestDatabase;
@@ -97,22 +82,22 @@ describe.skipIf(skip !== null && !process.env.CI)("meterd import", () => {
 
   it("gives back the same events in another deployment, and a second import (NDJSON, then CSV) counts nothing", async () => {
     const file = path.join(dir, "events.ndjson");
-    expect((await run(["export", "--out", file], { DATABASE_URL: source.db.url })).code).toBe(0);
-    const first = await run(["import", file, "--url", target.url, "--key", KEY]);
+    expect((await runCli(["export", "--out", file], { DATABASE_URL: source.db.url })).code).toBe(0);
+    const first = await runCli(["import", file, "--url", target.url, "--key", KEY]);
     expect(first.stderr).toMatch(/^imported 7 events, 0 already there, 0 rejected$/m);
     expect(first.code).toBe(0);
 
-    const back = await run(["export"], { DATABASE_URL: target.db.url });
+    const back = await runCli(["export"], { DATABASE_URL: target.db.url });
     const ids = new Map<string, string>();
     expect(comparable(back.stdout, new Map())).toEqual(comparable(await readFile(file, "utf8"), ids));
 
-    const again = await run(["import", file, "--url", target.url, "--key", KEY]);
+    const again = await runCli(["import", file, "--url", target.url, "--key", KEY]);
     expect(again.stderr).toMatch(/^imported 0 events, 7 already there, 0 rejected$/m);
     const csv = path.join(dir, "events.csv");
-    expect((await run(["export", "--format", "csv", "--out", csv], { DATABASE_URL: source.db.url })).code).toBe(0);
-    const fromCsv = await run(["import", csv, "--url", target.url], { METERD_KEY: KEY });
+    expect((await runCli(["export", "--format", "csv", "--out", csv], { DATABASE_URL: source.db.url })).code).toBe(0);
+    const fromCsv = await runCli(["import", csv, "--url", target.url], { METERD_KEY: KEY });
     expect(fromCsv.stderr).toMatch(/^imported 0 events, 7 already there, 0 rejected$/m);
-    expect((await run(["export"], { DATABASE_URL: target.db.url })).stdout.trimEnd().split("\n")).toHaveLength(7);
+    expect((await runCli(["export"], { DATABASE_URL: target.db.url })).stdout.trimEnd().split("\n")).toHaveLength(7);
     expect(first.stderr).toMatch(/^import \d+\/\d+ bytes \(100%\)/m);
   });
 
@@ -127,7 +112,7 @@ describe.skipIf(skip !== null && !process.env.CI)("meterd import", () => {
         JSON.stringify({ customer_id: "cus_c", feature_key: "api_calls", kind: "track", amount: "1" }),
       ].join("\n"),
     );
-    const { code, stderr } = await run(["import", file, "--url", target.url, "--key", KEY]);
+    const { code, stderr } = await runCli(["import", file, "--url", target.url, "--key", KEY]);
     expect(code).toBe(3);
     expect(stderr).toMatch(/^imported 1 events, 0 already there, 3 rejected \(reasons in .*bad\.ndjson\.rejects\.ndjson\)$/m);
     const rejects = (await readFile(`${file}.rejects.ndjson`, "utf8")).trimEnd().split("\n").map((l) => JSON.parse(l) as { line: number; reason: string });
@@ -139,8 +124,8 @@ describe.skipIf(skip !== null && !process.env.CI)("meterd import", () => {
   });
 
   it("refuses to start without a file or a key, in one line", async () => {
-    expect(await run(["import"])).toMatchObject({ code: 2, stderr: expect.stringMatching(/^meterd import: name the file to import/) });
-    expect(await run(["import", path.join(dir, "none.ndjson"), "--key", KEY])).toMatchObject({ code: 2, stderr: expect.stringMatching(/cannot read/) });
-    expect(await run(["import", path.join(dir, "x.ndjson")])).toMatchObject({ code: 2, stderr: expect.stringMatching(/--key \(or METERD_KEY\)/) });
+    expect(await runCli(["import"])).toMatchObject({ code: 2, stderr: expect.stringMatching(/^meterd import: name the file to import/) });
+    expect(await runCli(["import", path.join(dir, "none.ndjson"), "--key", KEY])).toMatchObject({ code: 2, stderr: expect.stringMatching(/cannot read/) });
+    expect(await runCli(["import", path.join(dir, "x.ndjson")])).toMatchObject({ code: 2, stderr: expect.stringMatching(/--key \(or METERD_KEY\)/) });
   });
 });

@@ -3,12 +3,12 @@
 // customer's rows in the range: EXPLAIN ANALYZE shows the months outside the range pruned, and the
 // rows its scans touch (returned, or removed by a filter or a recheck) are no more than that
 // customer's rows of those months. And `meterd export` of the million rows runs in flat memory.
-import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventPageStatement } from "../../src/ledger/event-query.js";
 import { openLedger, type SqlLedger } from "../../src/ledger/index.js";
 import type { SqlClient } from "../../src/ledger/sql.js";
 import { usageStatement } from "../../src/ledger/usage-query.js";
+import { runCli } from "../support/cli.js";
 import { createTestDatabase, postgresSkipReason, type TestDatabase } from "../support/pg.js";
 
 const skip = await postgresSkipReason();
@@ -122,16 +122,7 @@ describe.skipIf(skip !== null && !process.env.CI)("read plans on a ledger of a m
 
   /** Runs meterd export to /dev/null: the events it wrote and its peak RSS. */
   async function exportPeak(...flags: string[]): Promise<{ events: number; seconds: number; peakMiB: number }> {
-    const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", "export", "--out", "/dev/null", ...flags], {
-        env: { PATH: process.env.PATH ?? "", DATABASE_URL: db.url },
-        stdio: ["ignore", "ignore", "pipe"],
-      });
-      let err = "";
-      child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-      child.on("error", reject);
-      child.on("exit", (exitCode) => resolve({ code: exitCode, stderr: err }));
-    });
+    const { code, stderr } = await runCli(["export", "--out", "/dev/null", ...flags], { DATABASE_URL: db.url });
     expect(code).toBe(0);
     const summary = /^exported (\d+) events \(ndjson\) in ([\d.]+) s; peak RSS (\d+) MiB$/m.exec(stderr);
     expect(summary).not.toBeNull();
