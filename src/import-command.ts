@@ -1,6 +1,6 @@
 // `meterd import`: a backfill from another system (or a file of `meterd export`), sent over the network
 // to a running meterd, so that it works against any deployment and goes through the same rules as
-// TrackBatch: limits, credits, the backdating window. Idempotent by key: an event keeps its
+// TrackBatch: limits, credits, the backdating window (top-ups keep their time too). Idempotent by key: an event keeps its
 // idempotency key, or gets "import:<id>" when it has none, so importing the same file twice counts
 // nothing twice. What meterd refuses or denies is written to a rejects file with the reason.
 import { createReadStream, createWriteStream, statSync } from "node:fs";
@@ -11,7 +11,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { parse } from "csv-parse";
-import { CatalogService } from "../gen/meterd/v1/catalog_pb.js";
+import { CatalogService, type TopUpCreditsRequestSchema } from "../gen/meterd/v1/catalog_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { MeteringService, type TrackRequestSchema } from "../gen/meterd/v1/metering_pb.js";
 import { Decision, DenyReason } from "../gen/meterd/v1/usage_pb.js";
@@ -69,17 +69,22 @@ function safeJson(text: string): unknown {
 const str = (v: unknown): string => (typeof v === "string" ? v : v === null || v === undefined ? "" : String(v));
 
 /** The call an exported event becomes, or why it cannot be sent. */
-function requestOf(r: Record<string, unknown>): { track: TrackInit } | { topUp: { customerId: string; amount: number; idempotencyKey: string } } | { problem: string } {
+function requestOf(r: Record<string, unknown>): { track: TrackInit } | { topUp: MessageInitShape<typeof TopUpCreditsRequestSchema> } | { problem: string } {
   if ("__unparsable" in r) return { problem: "not a JSON object (NDJSON) or not a record (CSV)" };
   const kind = str(r["kind"]) || "track";
   const key = str(r["idempotency_key"]) || (str(r["id"]) === "" ? "" : `import:${str(r["id"])}`);
   if (key === "") return { problem: "an event needs an idempotency_key or an id, so that importing it twice counts it once" };
-  if (kind === "topup") return { topUp: { customerId: str(r["customer_id"]), amount: Number(str(r["credits"])), idempotencyKey: key } };
-  if (kind !== "track" && kind !== "adjustment" && kind !== "set") return { problem: `kind must be track, adjustment, set or topup, got "${kind}"` };
+  if (kind !== "track" && kind !== "adjustment" && kind !== "set" && kind !== "topup") return { problem: `kind must be track, adjustment, set or topup, got "${kind}"` };
   const at = str(r["occurred_at"]);
   const ms = at === "" ? null : Date.parse(at);
   if (ms !== null && Number.isNaN(ms)) return { problem: `occurred_at must be an ISO 8601 time, got "${at}"` };
   const properties = r["properties"];
+  if (kind === "topup") {
+    const description = typeof properties === "object" && properties !== null ? str((properties as Record<string, unknown>)["description"]) : "";
+    return {
+      topUp: { customerId: str(r["customer_id"]), amount: Number(str(r["credits"])), idempotencyKey: key, description, ...(ms === null ? {} : { timestamp: timestampFromMs(ms) }) },
+    };
+  }
   return {
     track: {
       customerId: str(r["customer_id"]),

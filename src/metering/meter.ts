@@ -276,11 +276,16 @@ export class Meter {
     if (input.idempotencyKey === "") throw invalid("idempotency_key", "is required for a top-up", "IDEMPOTENCY_KEY_REQUIRED");
     checkIdempotencyKey(input.idempotencyKey);
     if (input.description.length > 500) throw invalid("description", "must be at most 500 characters", "TEXT_TOO_LONG");
+    const now = this.clock();
+    const at = input.timestamp ?? null;
+    if (at !== null) checkTimestamp(at, now, this.window);
     const customer = this.catalog.customer(input.customerId);
     const properties = input.description === "" ? {} : { description: input.description };
-    const prepared = this.prepare(customer, input.idempotencyKey, fingerprintOf(["topup", credits.units, input.description]), null, { kind: "add", units: 0 }, {
+    // The time is part of what a retry must repeat only when the caller gave one: earlier top-ups keep their fingerprint.
+    const fingerprint = fingerprintOf(at === null ? ["topup", credits.units, input.description] : ["topup", credits.units, input.description, at.getTime()]);
+    const prepared = this.prepare(customer, input.idempotencyKey, fingerprint, null, { kind: "add", units: 0 }, {
       kind: "topup",
-      occurredAt: this.clock(),
+      occurredAt: at ?? now,
       properties,
       walletDelta: credits.units,
     });

@@ -27,6 +27,8 @@ export interface TopUpInput {
   amount: number;
   idempotencyKey: string;
   description: string;
+  /** null: now. */
+  timestamp?: Date | null;
 }
 
 /** What the caller may do beyond tracking positive usage for a customer. */

@@ -1,5 +1,5 @@
 // meterd.v1.CatalogService: features, plans, customers and credit wallets. Secret key only.
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { CatalogService } from "../../gen/meterd/v1/catalog_pb.js";
 import type { Catalog } from "../catalog/catalog.js";
@@ -8,6 +8,7 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { UsageChanges } from "../metering/changes.js";
 import { decimalToUnits, unitsToNumber } from "../metering/decimal.js";
 import { invalid, MeterError } from "../metering/errors.js";
+import { checkTimestampFields } from "../metering/validate.js";
 import type { Meter } from "../metering/meter.js";
 import { CREDIT_PRECISION } from "../metering/usage.js";
 import { checkCustomerId, checkStorableText } from "../metering/validate.js";
@@ -83,11 +84,13 @@ export function createCatalogService(deps: {
       requireSecret(ctx);
       // The description is stored with the ledger entry: refused here rather than by the ledger.
       checkStorableText(req.description, "description");
+      if (req.timestamp) checkTimestampFields(req.timestamp);
       const o = await meter.topUp({
         customerId: req.customerId,
         amount: req.amount,
         idempotencyKey: req.idempotencyKey,
         description: req.description,
+        timestamp: req.timestamp ? timestampDate(req.timestamp) : null,
       });
       return { entryId: o.entryId, duplicate: o.duplicate, balance: o.balance };
     },

@@ -477,6 +477,19 @@ describe.each(backends)("semantics on the %s ledger", (backend) => {
     });
 
     describe("credits", () => {
+      it("a top-up may be dated back within the window, as a Track; its retry must repeat the time", async () => {
+        const c = h.newCustomer();
+        const twoDaysAgo = new Date(T0.getTime() - 2 * DAY_MS);
+        await h.meter.topUp({ ...topUp(c, 3, "backdated"), timestamp: twoDaysAgo });
+        const [row] = (await h.sqlLedger.listEvents(c)).filter((e) => e.kind === "topup");
+        expect(row?.occurredAt).toEqual(twoDaysAgo);
+        expect((await h.meter.topUp({ ...topUp(c, 3, "backdated"), timestamp: twoDaysAgo })).duplicate).toBe(true);
+        expect((await rejection(h.meter.topUp(topUp(c, 3, "backdated")))).code).toBe(Code.AlreadyExists);
+        const old = await rejection(h.meter.topUp({ ...topUp(c, 3, "too-old"), timestamp: new Date(T0.getTime() - 36 * DAY_MS) }));
+        expect(old.findDetails(ErrorDetailSchema)[0]).toMatchObject({ field: "timestamp", reason: "TIMESTAMP_TOO_OLD" });
+        expect(await h.meter.walletUnits(c)).toBe(3_000_000);
+      });
+
       it("ai_tokens stops at an empty wallet: 1 credit buys exactly 500 tokens at 0.002", async () => {
         const c = h.newCustomer();
         expect(await h.meter.topUp(topUp(c, 1, "topup-a"))).toMatchObject({ balance: 1, duplicate: false });
