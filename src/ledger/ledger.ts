@@ -75,8 +75,8 @@ export interface Ledger {
   walletHistory(customerId: string, limit: number): Promise<StoredEvent[]>;
   /** Every event of a customer, oldest first (tests and reconciliation). */
   listEvents(customerId: string): Promise<StoredEvent[]>;
-  /** Calendar boundaries strictly between from and to, in an IANA time zone (see usage-query.ts). */
-  calendarBounds(unit: CalendarUnit, timeZone: string, from: Date, to: Date): Promise<Date[]>;
+  /** Calendar boundaries strictly between from and to, in an IANA time zone, at most limit + 2 (see usage-query.ts). */
+  calendarBounds(unit: CalendarUnit, timeZone: string, from: Date, to: Date, limit: number): Promise<Date[]>;
   /** Exact sums per feature, bucket and group (see usage-query.ts); empty buckets are left out. */
   queryUsage(query: UsageQuery): Promise<UsageRow[]>;
   /** A page of one customer's events (see event-query.ts); `next` is null on the last page. */

@@ -332,8 +332,8 @@ export class SqlLedger implements Ledger {
     return res.rows.map(toStored);
   }
 
-  async calendarBounds(unit: CalendarUnit, timeZone: string, from: Date, to: Date): Promise<Date[]> {
-    const { text, values } = calendarBoundsStatement(unit, timeZone, from, to);
+  async calendarBounds(unit: CalendarUnit, timeZone: string, from: Date, to: Date, limit: number): Promise<Date[]> {
+    const { text, values } = calendarBoundsStatement(unit, timeZone, from, to, limit);
     const res = await this.sql.query<{ b: Date }>(text, values);
     return res.rows.map((r) => r.b);
   }

@@ -29,15 +29,22 @@ export interface UsageRow {
   value: string;
 }
 
-/** The calendar boundaries strictly inside (from, to), in the time zone, as Postgres works them out. */
-export function calendarBoundsStatement(unit: CalendarUnit, timeZone: string, from: Date, to: Date): { text: string; values: unknown[] } {
+/**
+ * The calendar boundaries strictly inside (from, to), in the time zone, as Postgres works them out; at
+ * most `limit` + 2 of them, enough to tell that a range makes more than `limit` buckets.
+ */
+export function calendarBoundsStatement(unit: CalendarUnit, timeZone: string, from: Date, to: Date, limit: number): { text: string; values: unknown[] } {
   const step = { hour: "1 hour", day: "1 day", month: "1 month" }[unit];
-  // Local times, one unit apart, from the unit that holds `from`; back to instants in the zone.
+  // Local times, one unit apart, from the unit that holds `from`; back to instants in the zone. The series
+  // stops after limit + 2 units whatever the range, so that a range of a century of hours costs no more.
   const text = `SELECT (g AT TIME ZONE $1) AS b
-    FROM generate_series(date_trunc('${unit}', $2::timestamptz AT TIME ZONE $1), $3::timestamptz AT TIME ZONE $1, interval '${step}') g
+    FROM generate_series(
+      date_trunc('${unit}', $2::timestamptz AT TIME ZONE $1),
+      least($3::timestamptz AT TIME ZONE $1, date_trunc('${unit}', $2::timestamptz AT TIME ZONE $1) + $4::int * interval '${step}'),
+      interval '${step}') g
     WHERE (g AT TIME ZONE $1) > $2::timestamptz AND (g AT TIME ZONE $1) < $3::timestamptz
-    ORDER BY 1`;
-  return { text, values: [timeZone, from, to] };
+    ORDER BY 1 LIMIT $4`;
+  return { text, values: [timeZone, from, to, limit + 2] };
 }
 
 export function usageStatement(q: UsageQuery): { text: string; values: unknown[] } {

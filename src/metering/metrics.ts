@@ -37,20 +37,16 @@ export class Metrics {
       if (t) terms.push(t);
     }
     // Terms of the current period read the counters; those of a period that has ended, the ledger.
-    const isPast = (t: Terms) => (t.period === null ? at !== null && instant.getTime() < now.getTime() : t.period.end.getTime() <= now.getTime());
-    const current = terms.filter((t) => !isPast(t));
-    const past = terms.filter(isPast);
+    const isPast = terms.map((t) => (t.period === null ? at !== null && instant.getTime() < now.getTime() : t.period.end.getTime() <= now.getTime()));
     const withWallet = terms.some((t) => t.feature.creditCost !== null);
     const [[currentUsed, wallet], pastUsed] = await Promise.all([
-      this.meter.readTerms(customerId, current, withWallet),
-      this.meter.readPastTerms(customerId, past, instant),
+      this.meter.readTerms(customerId, terms.filter((_, i) => !isPast[i]), withWallet),
+      this.meter.readPastTerms(customerId, terms.filter((_, i) => isPast[i]), instant),
     ]);
-    const usedOf = new Map<Terms, number>();
-    current.forEach((t, i) => usedOf.set(t, currentUsed[i] ?? 0));
-    past.forEach((t, i) => usedOf.set(t, pastUsed[i] ?? 0));
-    const consumed = terms.map((t) => usedOf.get(t) ?? 0);
+    let nextCurrent = 0;
+    let nextPast = 0;
     return terms.map((t, i) => {
-      const used = consumed[i] ?? 0;
+      const used = (isPast[i] ? pastUsed[nextPast++] : currentUsed[nextCurrent++]) ?? 0;
       return {
         ...snapshot(t, used, t.feature.creditCost === null ? null : wallet),
         featureTitle: t.feature.title,

@@ -42,20 +42,28 @@ export const MAX_BUCKETS = 10_000;
 export async function queryUsageHistory(ledger: Ledger, catalog: Catalog, q: UsageHistoryQuery): Promise<UsageBucket[]> {
   const { from, to, features } = check(catalog, q);
   const timeZone = q.timeZone === "" ? "UTC" : q.timeZone;
+  const customerId = q.customerId === "" ? null : q.customerId;
+  // Calendar buckets are the same for every feature: one statement sums them all. Billing periods follow
+  // each feature's own interval and anchor: a statement per feature.
+  const series: Array<{ features: Feature[]; bounds: Date[] }> =
+    q.window === "period"
+      ? features.map((feature) => ({ features: [feature], bounds: periodBounds(catalog, q.customerId, feature, from, to) }))
+      : [{ features, bounds: [from, ...(await ledger.calendarBounds(q.window, q.window === "hour" ? "UTC" : timeZone, from, to, MAX_BUCKETS)), to] }];
   const out: UsageBucket[] = [];
-  const calendar = q.window === "period" ? null : await ledger.calendarBounds(q.window, q.window === "hour" ? "UTC" : timeZone, from, to);
-  for (const feature of features) {
-    const bounds = calendar === null ? periodBounds(catalog, q.customerId, feature, from, to) : [from, ...calendar, to];
+  for (const { features: of, bounds } of series) {
     if (bounds.length - 1 > MAX_BUCKETS) {
-      throw invalid("window", `must make at most ${MAX_BUCKETS} buckets per feature over the range (this one makes ${bounds.length - 1})`, "TOO_MANY_BUCKETS");
+      throw invalid("window", `must make at most ${MAX_BUCKETS} buckets per feature over the range`, "TOO_MANY_BUCKETS");
     }
-    const rows = await ledger.queryUsage({ customerId: q.customerId === "" ? null : q.customerId, featureKeys: [feature.key], bounds, groupBy: q.groupBy, filter: q.filter });
-    const bucket = (i: number, value: string, group: Record<string, string>): UsageBucket => ({ featureKey: feature.key, start: bounds[i - 1]!, end: bounds[i]!, value, group });
-    if (q.groupBy.length === 0) {
-      const sums = new Map(rows.map((r) => [r.bucket, r.value]));
-      for (let i = 1; i < bounds.length; i++) out.push(bucket(i, sums.get(i) ?? "0", {}));
-    } else {
-      for (const r of rows) out.push(bucket(r.bucket, r.value, Object.fromEntries(q.groupBy.map((key, k) => [key, r.group[k] ?? ""]))));
+    const rows = await ledger.queryUsage({ customerId, featureKeys: of.map((f) => f.key), bounds, groupBy: q.groupBy, filter: q.filter });
+    for (const feature of of) {
+      const bucket = (i: number, value: string, group: Record<string, string>): UsageBucket => ({ featureKey: feature.key, start: bounds[i - 1]!, end: bounds[i]!, value, group });
+      const own = rows.filter((r) => r.featureKey === feature.key);
+      if (q.groupBy.length === 0) {
+        const sums = new Map(own.map((r) => [r.bucket, r.value]));
+        for (let i = 1; i < bounds.length; i++) out.push(bucket(i, sums.get(i) ?? "0", {}));
+      } else {
+        for (const r of own) out.push(bucket(r.bucket, r.value, Object.fromEntries(q.groupBy.map((key, k) => [key, r.group[k] ?? ""]))));
+      }
     }
   }
   return out;

@@ -98,7 +98,7 @@ describe.skipIf(skip !== null && !process.env.CI)("read plans on a ledger of a m
   });
 
   it("QueryUsage, a day at a time over the range: one customer's rows of the feature, index only", async () => {
-    const bounds = [FROM, ...(await ledger.calendarBounds("day", "UTC", FROM, TO)), TO];
+    const bounds = [FROM, ...(await ledger.calendarBounds("day", "UTC", FROM, TO, 10_000)), TO];
     expect(bounds).toHaveLength(92);
     const statement = usageStatement({ customerId: CUSTOMER, featureKeys: ["api_calls"], bounds, groupBy: [], filter: [] });
     expectOnlyTheCustomerRows(await explain(statement), expected.apiCalls);

@@ -639,6 +639,9 @@ describe.each(backends)("semantics on the %s ledger", (backend) => {
           ["storage_gb", FEBRUARY[0].toISOString(), "0"],
           ["storage_gb", MARCH[0].toISOString(), "0.3"],
         ]);
+        // Calendar buckets of several features come from one statement, each feature's sums its own.
+        const months = await h.meter.queryUsage(query(c, { window: "month", featureKeys: ["api_calls", "storage_gb"] }));
+        expect(months.map((b) => [b.featureKey, b.start.toISOString(), b.value])).toEqual(periods.map((b) => [b.featureKey, b.start.toISOString(), b.value]));
         // A range cut inside a period: the first bucket starts at `from`.
         const cut = await h.meter.queryUsage(query(c, { window: "period", from: new Date("2025-02-25T00:00:00Z") }));
         expect(cut.map((b) => [b.start.toISOString(), b.value])).toEqual([["2025-02-25T00:00:00.000Z", "1"], [MARCH[0].toISOString(), "4"]]);
