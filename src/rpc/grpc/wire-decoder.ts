@@ -160,6 +160,14 @@ function compileType(desc: DescMessage): Compiled {
  */
 function zeroMaker(desc: DescMessage): () => Target {
   const zero = create(desc) as unknown as Target;
+  // Fields with explicit presence (message fields, proto3 `optional`) are absent from a zero message.
+  // Set to undefined here, which protobuf-es reads as unset, every decoded message of the type has one
+  // shape: adding a property to each copy made decoding a TrackBatch about three times slower.
+  for (const f of desc.fields) {
+    if (f.oneof === undefined && (f.fieldKind === "scalar" || f.fieldKind === "enum" || f.fieldKind === "message") && !(f.localName in zero)) {
+      zero[f.localName] = undefined;
+    }
+  }
   const lists = desc.fields.filter((f) => f.fieldKind === "list").map((f) => f.localName);
   const maps = desc.fields.filter((f) => f.fieldKind === "map").map((f) => f.localName);
   return () => {
