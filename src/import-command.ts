@@ -13,7 +13,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { parse } from "csv-parse";
 import { CatalogService, type TopUpCreditsRequestSchema } from "../gen/meterd/v1/catalog_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { MeteringService, type TrackRequestSchema } from "../gen/meterd/v1/metering_pb.js";
+import { EventKind, MeteringService, type TrackRequestSchema } from "../gen/meterd/v1/metering_pb.js";
 import { Decision, DenyReason } from "../gen/meterd/v1/usage_pb.js";
 import { progressBar } from "./progress.js";
 
@@ -66,15 +66,23 @@ function safeJson(text: string): unknown {
   }
 }
 
+/** The kind a Track names: a file that gives none lets meterd decide by the amount's sign. */
+const kinds = new Map([
+  ["", EventKind.UNSPECIFIED],
+  ["track", EventKind.TRACK],
+  ["adjustment", EventKind.ADJUSTMENT],
+  ["set", EventKind.SET],
+]);
+
 const str = (v: unknown): string => (typeof v === "string" ? v : v === null || v === undefined ? "" : String(v));
 
 /** The call an exported event becomes, or why it cannot be sent. */
 function requestOf(r: Record<string, unknown>): { track: TrackInit } | { topUp: MessageInitShape<typeof TopUpCreditsRequestSchema> } | { problem: string } {
   if ("__unparsable" in r) return { problem: "not a JSON object (NDJSON) or not a record (CSV)" };
-  const kind = str(r["kind"]) || "track";
+  const kind = str(r["kind"]);
   const key = str(r["idempotency_key"]) || (str(r["id"]) === "" ? "" : `import:${str(r["id"])}`);
   if (key === "") return { problem: "an event needs an idempotency_key or an id, so that importing it twice counts it once" };
-  if (kind !== "track" && kind !== "adjustment" && kind !== "set" && kind !== "topup") return { problem: `kind must be track, adjustment, set or topup, got "${kind}"` };
+  if (!kinds.has(kind) && kind !== "topup") return { problem: `kind must be track, adjustment, set or topup, got "${kind}"` };
   const at = str(r["occurred_at"]);
   const ms = at === "" ? null : Date.parse(at);
   if (ms !== null && Number.isNaN(ms)) return { problem: `occurred_at must be an ISO 8601 time, got "${at}"` };
@@ -89,8 +97,9 @@ function requestOf(r: Record<string, unknown>): { track: TrackInit } | { topUp: 
     track: {
       customerId: str(r["customer_id"]),
       featureKey: str(r["feature_key"]),
-      // A set event's amount is the delta it recorded: it is imported as that delta.
       amount: r["amount"] === undefined || r["amount"] === "" ? undefined : Number(str(r["amount"])),
+      // A set event's amount is the delta it recorded: meterd records it again as a set of that delta.
+      kind: kinds.get(kind)!,
       idempotencyKey: key,
       ...(ms === null ? {} : { timestamp: timestampFromMs(ms) }),
       properties: typeof properties === "object" && properties !== null ? Object.fromEntries(Object.entries(properties).map(([k, v]) => [k, str(v)])) : {},

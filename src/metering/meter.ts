@@ -206,9 +206,15 @@ export class Meter {
     const feature = this.featureOf(input.featureKey);
     // An explicit 0 is almost always a caller's bug (an unset field sent as its default), and an event
     // of nothing would be answered ALLOWED without counting anything.
-    if (input.amount === 0) throw invalid("amount", "must not be 0 (leave it unset to count 1)", "AMOUNT_ZERO");
+    // A replayed set may be 0: SetUsage to the same total records a delta of 0.
+    const asSet = input.kind === "set";
+    if (input.amount === 0 && !asSet) throw invalid("amount", "must not be 0 (leave it unset to count 1)", "AMOUNT_ZERO");
     const amount = amountToUnits(input.amount, feature.precision);
     if (!amount.ok) throw invalid("amount", amount.rule, amount.reason);
+    if (asSet && !caller.mayCorrect) {
+      throw new MeterError(Code.PermissionDenied, "SECRET_KEY_REQUIRED", "kind EVENT_KIND_SET needs a secret key", "kind", "must be unset with a customer token");
+    }
+    if (asSet && feature.creditCost !== null) throw setOnCreditFunded();
     if (amount.units < 0 && !caller.mayCorrect) {
       throw new MeterError(Code.PermissionDenied, "NEGATIVE_AMOUNT_FORBIDDEN", "amount may be negative only with a secret key", "amount", "must not be negative");
     }
@@ -231,8 +237,9 @@ export class Meter {
     } else {
       terms = this.termsAt(customer, feature, at);
     }
-    const kind: EventKind = amount.units < 0 ? "adjustment" : "track";
-    const fingerprint = fingerprintOf([kind, feature.key, amount.units, input.timestamp?.getTime() ?? null, input.properties]);
+    const kind: EventKind = asSet ? "set" : amount.units < 0 ? "adjustment" : "track";
+    // A replayed set is told apart from a SetUsage of the same number under the same key.
+    const fingerprint = fingerprintOf([asSet ? "set-delta" : kind, feature.key, amount.units, input.timestamp?.getTime() ?? null, input.properties]);
     if (!terms) return this.notEntitled(feature, at, customer);
 
     const charge = feature.creditCost === null ? 0 : creditsForUnits(Math.abs(amount.units), feature.precision, feature.creditCost);
@@ -247,9 +254,7 @@ export class Meter {
   async setUsage(input: SetUsageInput): Promise<TrackOutcome> {
     checkCustomerId(input.customerId);
     const feature = this.featureOf(input.featureKey);
-    if (feature.creditCost !== null) {
-      throw invalid("feature_key", "must not be credit-funded: SetUsage cannot price a delta, use Track", "SET_USAGE_CREDIT_FUNDED");
-    }
+    if (feature.creditCost !== null) throw setOnCreditFunded();
     const target = this.nonNegative(input.used, feature, "used");
     const expected = input.expectedUsed === null ? null : this.nonNegative(input.expectedUsed, feature, "expected_used");
     checkIdempotencyKey(input.idempotencyKey);
@@ -705,4 +710,9 @@ function isOther(outcome: AppendOutcome, p: Prepared): outcome is Extract<Append
 function originalOf(p: Prepared, applied: Applied): Original {
   const { before, after, delta, walletAfter } = applied;
   return { eventId: p.req.eventId, before, after, delta, walletAfter, walletDelta: p.req.walletDelta, counted: p.req.counter !== null };
+}
+
+/** A set has no price: the delta of a total cannot be charged in credits. */
+function setOnCreditFunded(): MeterError {
+  return invalid("feature_key", "must not be credit-funded: SetUsage cannot price a delta, use Track", "SET_USAGE_CREDIT_FUNDED");
 }

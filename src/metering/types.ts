@@ -4,13 +4,18 @@
 export interface TrackInput {
   customerId: string;
   featureKey: string;
-  /** Not 0: a caller that gave none means 1 (see trackInputFromMsg). */
+  /** Not 0 unless kind is "set": a caller that gave none means 1 (see trackInputFromMsg). */
   amount: number;
   /** "" when the client gave none. */
   idempotencyKey: string;
   /** null: now. */
   timestamp: Date | null;
   properties: Record<string, string>;
+  /**
+   * Absent: a track, or an adjustment when the amount is negative. "set": the amount is the delta a
+   * SetUsage recorded, replayed (meterd import); 0 is then allowed.
+   */
+  kind?: "set";
 }
 
 export interface SetUsageInput {

@@ -2,7 +2,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import type { CustomerUsageSchema, MetricSchema, TrackRequest, TrackResponseSchema } from "../../gen/meterd/v1/metering_pb.js";
+import { EventKind, type CustomerUsageSchema, type MetricSchema, type TrackRequest, type TrackResponseSchema } from "../../gen/meterd/v1/metering_pb.js";
+import { invalid } from "../metering/errors.js";
 import { Decision, DenyReason, LimitKind, type UsageSchema } from "../../gen/meterd/v1/usage_pb.js";
 import type { DenyReason as DomainDenyReason, MetricView, TrackInput, TrackOutcome, UsageSnapshot } from "../metering/types.js";
 import { checkTimestampFields } from "../metering/validate.js";
@@ -112,7 +113,7 @@ export function metricToMsg(m: MetricView): MessageInitShape<typeof MetricSchema
 /** Throws INVALID_ARGUMENT for a timestamp that is not a valid Timestamp (see checkTimestampFields). */
 export function trackInputFromMsg(req: TrackRequest): TrackInput {
   if (req.timestamp) checkTimestampFields(req.timestamp);
-  return {
+  const input: TrackInput = {
     customerId: req.customerId,
     featureKey: req.featureKey,
     // Unset counts one use; an explicit 0 is refused by the metering rules.
@@ -121,4 +122,24 @@ export function trackInputFromMsg(req: TrackRequest): TrackInput {
     timestamp: req.timestamp ? timestampDate(req.timestamp) : null,
     properties: req.properties,
   };
+  return req.kind === EventKind.UNSPECIFIED ? input : withKind(req, input);
+}
+
+/** A Track that names its kind: the kind must fit the amount, and a set replays a SetUsage's delta. */
+function withKind(req: TrackRequest, input: TrackInput): TrackInput {
+  switch (req.kind) {
+    case EventKind.TRACK:
+      if (input.amount < 0) throw invalid("kind", "must be EVENT_KIND_ADJUSTMENT (or unset) for a negative amount", "KIND_MISMATCH");
+      return input;
+    case EventKind.ADJUSTMENT:
+      if (input.amount >= 0) throw invalid("kind", "must be EVENT_KIND_TRACK (or unset) for an amount that is not negative", "KIND_MISMATCH");
+      return input;
+    case EventKind.SET:
+      if (req.amount === undefined) throw invalid("amount", "is required for a set event (the delta it records)", "AMOUNT_REQUIRED");
+      return { ...input, kind: "set" };
+    case EventKind.TOP_UP:
+      throw invalid("kind", "must not be EVENT_KIND_TOP_UP: top-ups go through CatalogService.TopUpCredits", "KIND_NOT_TRACKABLE");
+    default:
+      throw invalid("kind", "must be a known EventKind", "KIND_UNKNOWN");
+  }
 }

@@ -369,6 +369,34 @@ describe.each(backends)("semantics on the %s ledger", (backend) => {
         expect(await rows(c)).toBe(0);
       });
 
+      it("a Track of kind set replays a SetUsage's delta: recorded as a set, under a set's rules", async () => {
+        const c = await h.customerWith("api_calls", { limit: "10", hard: true });
+        const setKind = { kind: "set" as const };
+        const up = await h.meter.track(track(c, "api_calls", 6, { ...setKind, idempotencyKey: "s-up" }), SECRET);
+        expect(up).toMatchObject({ allowed: true, duplicate: false });
+        expect(await h.meter.track(track(c, "api_calls", 0, { ...setKind, idempotencyKey: "s-zero" }), SECRET)).toMatchObject({ allowed: true });
+        expect(await h.meter.track(track(c, "api_calls", -2, { ...setKind, idempotencyKey: "s-down" }), SECRET)).toMatchObject({ allowed: true });
+        // Growth past the hard limit is denied, as SetUsage's is; a retry is the original event.
+        expect(await h.meter.track(track(c, "api_calls", 7, { ...setKind, idempotencyKey: "s-over" }), SECRET)).toMatchObject({ allowed: false, denyReason: "limit_reached" });
+        expect(await h.meter.track(track(c, "api_calls", 6, { ...setKind, idempotencyKey: "s-up" }), SECRET)).toMatchObject({ duplicate: true, eventId: up.eventId });
+        // The same key as a plain Track of the same amount is another event.
+        expect((await rejection(h.meter.track(track(c, "api_calls", 6, { idempotencyKey: "s-up" }), SECRET))).code).toBe(Code.AlreadyExists);
+        expect((await metric(c, "api_calls")).consumed).toBe(4);
+        const events = (await h.sqlLedger.listEvents(c)).map((e) => [e.kind, e.amount]);
+        expect(events).toEqual([["set", "6"], ["set", "0"], ["set", "-2"]]);
+
+        const refusals: Array<[Promise<unknown>, Code, string]> = [
+          [h.meter.track(track(c, "api_calls", 1, setKind), PUBLISHABLE), Code.PermissionDenied, "SECRET_KEY_REQUIRED"],
+          [h.meter.track(track(c, "ai_tokens", 1, setKind), SECRET), Code.InvalidArgument, "SET_USAGE_CREDIT_FUNDED"],
+          [h.meter.track(track(c, "api_calls", 0.2, setKind), SECRET), Code.InvalidArgument, "AMOUNT_ROUNDS_TO_ZERO"],
+        ];
+        for (const [p, code, reason] of refusals) {
+          const err = await rejection(p);
+          expect([err.code, err.findDetails(ErrorDetailSchema)[0]?.reason]).toEqual([code, reason]);
+        }
+        expect(await rows(c)).toBe(3);
+      });
+
       it("a retried compare-and-set after a restart is a replay, not FAILED_PRECONDITION", async () => {
         const c = h.newCustomer();
         const input = setUsage(c, "api_calls", 5, { idempotencyKey: "cas-1", expectedUsed: 0 });

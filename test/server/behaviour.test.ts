@@ -9,7 +9,7 @@ import { Code, ConnectError, createClient, type Client, type Transport } from "@
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { errorFromJson } from "@connectrpc/connect/protocol-connect";
 import { CatalogService, FeatureKind, ResetInterval } from "../../gen/meterd/v1/catalog_pb.js";
-import { MeteringService } from "../../gen/meterd/v1/metering_pb.js";
+import { EventKind, MeteringService } from "../../gen/meterd/v1/metering_pb.js";
 import { Decision, DenyReason, ErrorDetailSchema, LimitKind } from "../../gen/meterd/v1/usage_pb.js";
 import { Health, ServingStatus } from "../../src/rpc/health.js";
 import type { Server } from "../../src/server.js";
@@ -48,10 +48,12 @@ afterAll(async () => {
 interface TrackInit {
   customerId: string;
   featureKey: string;
-  amount: number;
+  /** undefined: unset. */
+  amount: number | undefined;
   idempotencyKey?: string;
   timestamp?: Timestamp;
   properties?: Record<string, string>;
+  kind?: EventKind;
 }
 
 /** gRPC over h2c to the grpc-js listener. */
@@ -144,6 +146,10 @@ const badTracks: Array<{ name: string; req: Partial<TrackInit>; field: string; r
   { name: "an amount finer than the feature's precision", req: { featureKey: "storage_gb", amount: 0.0000001 }, field: "amount", reason: "AMOUNT_ROUNDS_TO_ZERO" },
   { name: "an amount that rounds to no whole call", req: { amount: 0.49 }, field: "amount", reason: "AMOUNT_ROUNDS_TO_ZERO" },
   { name: "an explicit amount of 0", req: { amount: 0 }, field: "amount", reason: "AMOUNT_ZERO" },
+  { name: "kind TRACK with a negative amount", req: { kind: EventKind.TRACK, amount: -1 }, field: "kind", reason: "KIND_MISMATCH" },
+  { name: "kind ADJUSTMENT with a positive amount", req: { kind: EventKind.ADJUSTMENT, amount: 1 }, field: "kind", reason: "KIND_MISMATCH" },
+  { name: "kind TOP_UP", req: { kind: EventKind.TOP_UP }, field: "kind", reason: "KIND_NOT_TRACKABLE" },
+  { name: "kind SET without an amount", req: { kind: EventKind.SET, amount: undefined }, field: "amount", reason: "AMOUNT_REQUIRED" },
   { name: "a timestamp 36 days back", req: { timestamp: timestampFromMs(now - 36 * DAY_MS) }, field: "timestamp", reason: "TIMESTAMP_TOO_OLD" },
   { name: "a timestamp 10 minutes ahead", req: { timestamp: timestampFromMs(now + 10 * 60_000) }, field: "timestamp", reason: "TIMESTAMP_IN_FUTURE" },
   { name: "an idempotency key with a space", req: { idempotencyKey: "order 42" }, field: "idempotency_key", reason: "IDEMPOTENCY_KEY_INVALID" },
