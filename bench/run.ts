@@ -328,6 +328,17 @@ async function main(): Promise<void> {
     unary("connect-track", `http://127.0.0.1:${echoPort}`, null, "ec", hooks), echoCall);
   await phases.run("track-connect", "meterd Track over Connect (connect-node client, HTTP/2, binary), 128 in flight", server, (hooks) =>
     unary("connect-track", `http://127.0.0.1:${meterd.httpPort}`, BENCH_KEY, "c", hooks), (r, cpu) => `${perSecond(r)}; ${serverCpu(cpu, r.calls, "call")}`);
+  await phases.run(
+    "durable-connect",
+    "floor: durable connect-node echo (the bare echo plus meterd's own Lua apply, group-committed insert and settle per Track), 128 in flight",
+    startedEcho("durable-connect-echo.ts", "durable connect-node echo", {
+      METERD_BENCH_REDIS_URL: REDIS_URL,
+      METERD_BENCH_REDIS_PREFIX: `${floorPrefix}durable-connect:`,
+      METERD_BENCH_DATABASE_URL: db.url,
+    }),
+    (hooks) => unary("connect-track", `http://127.0.0.1:${echoPort}`, null, "dc", hooks),
+    echoCall,
+  );
 
   // Latency at a fixed offered rate.
   await phases.run("raw-latency", `floor: meterd's Lua apply (RedisFastPath.apply) then the event's insert through SqlLedger's group commit, ${RATE}/s open loop`, null, (hooks) =>

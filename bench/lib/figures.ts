@@ -70,6 +70,13 @@ export function buildFigures(records: Map<string, PhaseRecord>, settings: Figure
   const echoConnectCpu = cpuPerCall("echo-connect");
   const tcCpu = cpuPerCall("track-connect");
   if (tcCpu !== null) add(["track-connect", "echo-connect"], { name: "meterd CPU per Track, Connect", value: tcCpu, unit: "µs/call", floor: echoConnectCpu, floorName: "connect-node echo" });
+  // The same for Connect: connect-node plus the storage work per Track.
+  const durableConnect = closed("durable-connect");
+  const durableConnectCpu = cpuPerCall("durable-connect");
+  if (tc && durableConnect) add(["track-connect", "durable-connect"], { name: `Track, Connect, ${inFlight}, vs durable echo`, value: tc.callsPerSecond, unit: "calls/s", floor: finite(durableConnect.callsPerSecond), floorName: "durable connect-node echo" });
+  if (tcCpu !== null && durableConnectCpu !== null) add(["track-connect", "durable-connect"], { name: "meterd CPU per Track, Connect, vs durable echo", value: tcCpu, unit: "µs/call", floor: durableConnectCpu, floorName: "durable connect-node echo" });
+  if (durableConnect && echoConnect) add(["durable-connect", "echo-connect"], { name: `floor: durable connect-node echo, ${inFlight}`, value: durableConnect.callsPerSecond, unit: "calls/s", floor: finite(echoConnect.callsPerSecond), floorName: "bare connect-node echo" });
+  if (durableConnectCpu !== null && echoConnectCpu !== null) add(["durable-connect", "echo-connect"], { name: "floor: durable connect-node echo, CPU per call", value: durableConnectCpu, unit: "µs/call", floor: echoConnectCpu, floorName: "connect-node echo" });
 
   // Latency at a fixed offered rate, against the Lua apply + group-committed insert.
   const raw = open("raw-latency");

@@ -21,7 +21,7 @@ const spreadIds = (k: number) => [phaseId.protocolFloor(k), phaseId.tableFloor(k
 
 /** For --help: the ids, grouped. */
 export const PHASE_HELP = `Phases, in run order (--only also takes a family without its count: batch = ${SPREADS.map(phaseId.batch).join(",")}):
-  unary       echo-grpc track-grpc durable-grpc echo-connect track-connect
+  unary       echo-grpc track-grpc durable-grpc echo-connect track-connect durable-connect
   latency     raw-latency latency-grpc latency-connect
   reads       metrics (GetMetrics); at the end, after ingestion: query-usage (QueryUsage, a year of days) list-events (ListEvents, pages of 1,000)
   diagnostic  redis-lua pg-insert  (the protocol floor's Redis part alone, and its rows into the ledger tables with plain pg; ${DIAGNOSTIC_SPREAD} customers)
@@ -35,6 +35,7 @@ export const PHASE_IDS: string[] = [
   "durable-grpc",
   "echo-connect",
   "track-connect",
+  "durable-connect",
   "raw-latency",
   "latency-grpc",
   "latency-connect",
