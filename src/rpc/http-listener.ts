@@ -13,6 +13,7 @@ import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from
 import type { HeaderReader, Principal } from "../auth/principal.js";
 import { MeterError } from "../metering/errors.js";
 import { clampTimeout, MAX_TIMER_MS } from "./connect-timeout.js";
+import { CallsInFlight } from "./calls-in-flight.js";
 import { principalKey } from "./context.js";
 import { encodeGrpcMessage, errorInterceptor, serviceOfPath, unauthenticatedError, type RpcLogger } from "./errors.js";
 import type { RpcService } from "./service.js";
@@ -138,7 +139,8 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
   const { logger, maxTimeoutMs } = options;
   const publicServices = new Set(options.publicServices ?? ["grpc.health.v1.Health"]);
   const corsOrigins = new Set(options.corsOrigins);
-  const shutdown = new AbortController();
+  // The calls close() cuts with UNAVAILABLE once it stops waiting for them (see calls-in-flight.ts).
+  const calls = new CallsInFlight();
   const principals = new WeakMap<HttpRequest, Principal>();
   const methods = new Map<string, DescMethod>();
   for (const { service } of options.services) {
@@ -152,7 +154,6 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
     // A JSON key that names no field is refused, not dropped (see undecodable-requests.ts).
     jsonOptions: { ignoreUnknownFields: false },
     // No maxTimeoutMs here: Connect would refuse longer client timeouts, even on streams. clampTimeout caps them.
-    shutdownSignal: shutdown.signal,
     interceptors: [errorInterceptor(logger), decodeFailureInterceptor, ...(options.interceptors ?? [])],
     acceptCompression,
   });
@@ -169,7 +170,8 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
       return;
     }
     const contextValues = createContextValues().set(principalKey, principals.get(req) ?? null);
-    handler(universalRequestFromNodeRequest(req, res, undefined, contextValues))
+    const request = universalRequestFromNodeRequest(req, res, undefined, contextValues);
+    handler({ ...request, signal: calls.link(request.signal) })
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((reason: unknown) => {
         // As connectNodeAdapter does: a call the client abandoned is not a failure of the server.
@@ -343,7 +345,7 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
         return Promise.race([allClosed.then(() => true), timeout]).finally(() => clearTimeout(timer));
       };
       if (await closedWithin(graceMs)) return;
-      shutdown.abort(new ConnectError("the server is shutting down; retry", Code.Unavailable));
+      calls.abortAll(new ConnectError("the server is shutting down; retry", Code.Unavailable));
       if (await closedWithin(1000)) return;
       for (const socket of sockets) socket.destroy();
       await allClosed;

@@ -78,6 +78,32 @@ describe("close(graceMs)", () => {
     expect(await Promise.all(outcomes)).toEqual([Code.Unavailable, Code.Unavailable, Code.Unavailable]);
   });
 
+  it("holds many calls in flight without a MaxListenersExceededWarning, and still cuts each with UNAVAILABLE", async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error): void => void warnings.push(`${warning.name}: ${warning.message}`);
+    process.on("warning", onWarning);
+    try {
+      // Node warns past 10 listeners on one AbortSignal: 25 calls per listener are well past it.
+      const outcomes = Object.values(transports()).flatMap((transport) =>
+        Array.from({ length: 25 }, () =>
+          createClient(MeteringService, transport)
+            .track({ customerId: "hang" }, { headers })
+            .then(
+              () => "ok",
+              (err: unknown) => ConnectError.from(err).code,
+            ),
+        ),
+      );
+      await untilTracking(75);
+      await servers.close(300);
+      expect(new Set(await Promise.all(outcomes))).toEqual(new Set([Code.Unavailable]));
+      await sleep(50); // a warning is emitted on the next tick
+      expect(warnings.filter((w) => w.startsWith("MaxListenersExceededWarning"))).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   it("tells health watchers NOT_SERVING, then ends their streams", async () => {
     const watching: ServingStatus[][] = [];
     const seen = Object.values(transports())

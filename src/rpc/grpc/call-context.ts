@@ -59,7 +59,6 @@ export class GrpcCallContext implements HandlerContext {
     principal: Principal | null,
     /** ms since the epoch when the call times out (the client's deadline, capped), or Infinity. */
     readonly expiresAt: number,
-    private readonly shutdownSignal: AbortSignal,
   ) {
     this.service = method.parent;
     this.values = new CallValues(principal);
@@ -93,7 +92,10 @@ export class GrpcCallContext implements HandlerContext {
     return this.respTrailer;
   }
 
-  /** Aborts on cancel, deadline, server shutdown, or abort(); made on first use. */
+  /**
+   * Aborts on cancel, deadline, or abort() (the listener's cut at shutdown, which reaches every call in
+   * flight through its own registry, not through a listener on a shared signal); made on first use.
+   */
   get signal(): AbortSignal {
     if (this.controller) return this.controller.signal;
     const controller = new AbortController();
@@ -101,12 +103,6 @@ export class GrpcCallContext implements HandlerContext {
     if (this.abortedWith) {
       controller.abort(this.abortedWith.reason);
       return controller.signal;
-    }
-    const onShutdown = (): void => controller.abort(this.shutdownSignal.reason);
-    if (this.shutdownSignal.aborted) onShutdown();
-    else {
-      this.shutdownSignal.addEventListener("abort", onShutdown, { once: true });
-      controller.signal.addEventListener("abort", () => this.shutdownSignal.removeEventListener("abort", onShutdown), { once: true });
     }
     this.call.once("cancelled", () => controller.abort(cancelled()));
     if (this.call.cancelled) controller.abort(cancelled());

@@ -30,7 +30,6 @@ export interface HandlerHost {
   interceptors: Interceptor[];
   /** The error mapping interceptor plus `interceptors`, for the connect-es invokers. */
   allInterceptors: Interceptor[];
-  shutdownSignal: AbortSignal;
   /** Unary and client-streaming calls end after min(client deadline, this). */
   maxTimeoutMs: number;
   principalOf(call: SurfaceCall): Principal | null;
@@ -62,7 +61,7 @@ export function unaryHandler(spec: MethodImplSpec & { kind: "unary" }, host: Han
   const toMessage = encodesInitShapes(output) ? (response: unknown) => response as AnyMessage : (response: unknown) => asMessage(output, response);
   return (call: ServerUnaryCall<AnyMessage, AnyMessage>, callback: sendUnaryData<AnyMessage>): void => {
     const expiresAt = Math.min(deadlineOf(call), Date.now() + host.maxTimeoutMs);
-    const ctx = new GrpcCallContext(spec.method, call, host.principalOf(call), expiresAt, host.shutdownSignal);
+    const ctx = new GrpcCallContext(spec.method, call, host.principalOf(call), expiresAt);
     let answered = false;
     const finish = (error: ConnectError | null, response?: AnyMessage): void => {
       if (answered) return;
@@ -164,7 +163,7 @@ export function streamHandler(spec: MethodImplSpec, host: HandlerHost) {
   const capped = spec.kind === "client_streaming";
   return (call: SurfaceCall, callback?: sendUnaryData<AnyMessage>): void => {
     const expiresAt = capped ? Math.min(deadlineOf(call), Date.now() + host.maxTimeoutMs) : deadlineOf(call);
-    const ctx = new GrpcCallContext(spec.method, call, host.principalOf(call), expiresAt, host.shutdownSignal);
+    const ctx = new GrpcCallContext(spec.method, call, host.principalOf(call), expiresAt);
     const signal = ctx.signal;
     const done = host.track({ ctx, cut: (error) => ctx.abort(error) });
     const requests =

@@ -60,7 +60,6 @@ export function createGrpcListener(options: GrpcListenerOptions): GrpcListener {
   applyGrpcJsFixes();
   const { logger, maxTimeoutMs } = options;
   const publicServices = new Set(options.publicServices ?? ["grpc.health.v1.Health"]);
-  const shutdown = new AbortController();
   // The interceptor authenticates each call's metadata; handlers find the principal by that object.
   const principals = new WeakMap<Metadata, Principal>();
   const inFlight = new Set<InFlight>();
@@ -80,7 +79,6 @@ export function createGrpcListener(options: GrpcListenerOptions): GrpcListener {
     logger,
     interceptors: extra,
     allInterceptors: [errorInterceptor(logger), ...extra],
-    shutdownSignal: shutdown.signal,
     maxTimeoutMs,
     principalOf: (call) => principals.get(call.metadata) ?? null,
     track(call) {
@@ -158,7 +156,6 @@ export function createGrpcListener(options: GrpcListenerOptions): GrpcListener {
       return new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           const unavailable = new ConnectError("the server is shutting down; retry", Code.Unavailable);
-          shutdown.abort(unavailable);
           for (const call of [...inFlight]) call.cut(unavailable);
           // Give the aborted handlers a moment to send their status, then cut what is left.
           const force = (): void => {
