@@ -12,10 +12,13 @@ import { MemoryFastPath } from "./fastpath/memory.js";
 import { RedisFastPath } from "./fastpath/redis/index.js";
 import { Redis } from "ioredis";
 import { ensurePartitions, type Ledger, openLedger } from "./ledger/index.js";
+import { loadMigrations } from "./ledger/migrate.js";
+import type { SqlClient } from "./ledger/sql.js";
 import { UsageChanges } from "./metering/changes.js";
 import { Meter } from "./metering/meter.js";
 import { Metrics } from "./metering/metrics.js";
 import { RedisUsageRelay } from "./metering/redis-relay.js";
+import type { Dependency } from "./ops/readiness.js";
 
 export interface App {
   catalog: Catalog;
@@ -26,8 +29,22 @@ export interface App {
   changes: UsageChanges;
   /** "embedded" (in-process fast path, PGlite) or "postgres" (in-process fast path, Postgres). */
   storage: string;
+  /** What readiness checks: the ledger (with its migrations applied), and Redis when it is used. */
+  dependencies: Dependency[];
   /** Flushes the ledger, then releases every client. */
   close(): Promise<void>;
+}
+
+/** The ledger answers, and its schema is at least at the newest migration this meterd knows. */
+function ledgerDependency(name: string, sql: SqlClient, version: number): Dependency {
+  return {
+    name,
+    async check() {
+      const res = await sql.query<{ version: number | null }>("SELECT max(version) AS version FROM meterd_schema_version");
+      const at = res.rows[0]?.version ?? 0;
+      if (at < version) throw new Error(`the schema is at migration ${at}, this meterd needs ${version}: run meterd migrate`);
+    },
+  };
 }
 
 /** Connects before serving, so that a wrong REDIS_URL fails the start instead of the first Track. */
@@ -120,9 +137,13 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
       ensurePartitions(sql).catch((error: unknown) => logger.error({ err: error }, "could not create ledger partitions"));
     }, PARTITIONS_EVERY_MS);
     partitions.unref();
+    const migrations = await loadMigrations();
+    const dependencies = [ledgerDependency(config.databaseUrl === null ? "ledger" : "postgres", sql, migrations.at(-1)?.version ?? 0)];
+    if (redis) dependencies.push({ name: "redis", check: async () => void (await redis.ping()) });
     return {
       catalog,
       meter,
+      dependencies,
       metrics,
       ledger,
       fastPath,

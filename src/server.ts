@@ -16,10 +16,13 @@ import { createCatalogService } from "./rpc/catalog-service.js";
 import { CUSTOMER_TOKEN_PROCEDURES } from "./rpc/customer-scope.js";
 import { createGrpcListener } from "./rpc/grpc/listener.js";
 import { rpcService } from "./rpc/service.js";
-import { createHealthService, Health, HealthState, ServingStatus } from "./rpc/health.js";
+import { createHealthService, Health, HealthState } from "./rpc/health.js";
 import { createHttpListener } from "./rpc/http-listener.js";
 import { createMeteringService } from "./rpc/metering-service.js";
+import { createReflectionServices, REFLECTION_SERVICES } from "./rpc/reflection.js";
 import { usagePageRoute } from "./rpc/usage-page.js";
+import { probesRoute } from "./ops/probes-route.js";
+import { Readiness } from "./ops/readiness.js";
 
 export interface Server {
   app: App;
@@ -33,7 +36,7 @@ export interface Server {
   close(graceMs?: number): Promise<void>;
 }
 
-const PUBLIC_SERVICES = [Health.typeName];
+const PUBLIC_SERVICES = [Health.typeName, ...REFLECTION_SERVICES];
 
 export async function startServer(config: Config, logger: Logger): Promise<Server> {
   const devKey = config.secretKeys.length === 0 ? await loadOrCreateDevKey(config.dataDir) : null;
@@ -61,6 +64,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     rpcService(AuthService, createAuthService({ tokens, catalog: app.catalog })),
     rpcService(Health, createHealthService(health)),
   ];
+  services.push(...createReflectionServices(services.map((s) => s.service)));
   const common = {
     services,
     authenticate,
@@ -70,7 +74,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     logger,
   };
   const grpc = createGrpcListener(common);
-  const http = createHttpListener({ ...common, corsOrigins: config.corsOrigins, extraRoutes: usagePageRoute(logger) });
+  const readiness = new Readiness(app.dependencies, health, [MeteringService.typeName, CatalogService.typeName, AuthService.typeName]);
+  const probes = probesRoute(readiness, logger);
+  const usagePage = usagePageRoute(logger);
+  const http = createHttpListener({ ...common, corsOrigins: config.corsOrigins, extraRoutes: (req, res) => probes(req, res) || usagePage(req, res) });
   let grpcPort: number;
   let httpPort: number;
   try {
@@ -81,7 +88,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     await app.close();
     throw error;
   }
-  for (const name of ["", MeteringService.typeName, CatalogService.typeName, AuthService.typeName]) health.set(name, ServingStatus.SERVING);
+  // SERVING once every dependency answers, and from then on as readiness finds them.
+  const first = await readiness.start();
+  if (!first.ready) logger.warn({ checks: first.checks }, "serving, but not ready: a dependency does not answer");
 
   let closing: Promise<void> | null = null;
   return {
@@ -92,7 +101,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     tokens,
     close(graceMs = 10_000) {
       closing ??= (async () => {
-        health.shutdown();
+        readiness.drain();
         await Promise.all([grpc.close(graceMs), http.close(graceMs)]);
         await app.close();
       })();
