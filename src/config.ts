@@ -38,6 +38,15 @@ export interface Config {
 
 export class ConfigError extends Error {}
 
+/** pino's levels; "silent" logs nothing. */
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+function logLevel(env: Env): string {
+  const level = str(env, "METERD_LOG_LEVEL") ?? "info";
+  if (!LOG_LEVELS.includes(level)) throw new ConfigError(`METERD_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
+  return level;
+}
+
 type Env = Record<string, string | undefined>;
 
 function int(env: Env, name: string, fallback: number, min: number, max: number): number {
@@ -106,6 +115,6 @@ export function loadConfig(env: Env = process.env): Config {
     maxFutureMs: int(env, "METERD_MAX_FUTURE_SECONDS", 300, 0, 86_400) * 1000,
     maxMessageBytes: int(env, "METERD_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxTimeoutMs: int(env, "METERD_MAX_TIMEOUT_MS", 30_000, 100, 600_000),
-    logLevel: str(env, "METERD_LOG_LEVEL") ?? "info",
+    logLevel: logLevel(env),
   };
 }

@@ -3,11 +3,13 @@
 import { readFile } from "node:fs/promises";
 import { fromJsonString } from "@bufbuild/protobuf";
 import { CatalogSchema } from "../../gen/meterd/v1/catalog_pb.js";
+import { ConfigError } from "../config.js";
 import { MeterError } from "../metering/errors.js";
 import type { Catalog } from "./catalog.js";
 import { customerFromMsg, featureFromMsg, planFromMsg } from "./convert.js";
 
-export class CatalogFileError extends Error {}
+/** A catalogue file that cannot be applied: a configuration error, reported in one line. */
+export class CatalogFileError extends ConfigError {}
 
 export async function applyCatalogFile(catalog: Catalog, file: string): Promise<{ features: number; plans: number; customers: number }> {
   let msg;

@@ -59,9 +59,10 @@ describe("loadOrCreateDevKey", () => {
   });
 
   it("gives the same key to concurrent first starts", async () => {
-    dir = await mkdtemp(path.join(tmpdir(), "meterd-devkey-"));
+    const fresh = await mkdtemp(path.join(tmpdir(), "meterd-devkey-"));
+    dir = fresh;
     // Enough of them that one finds the file another has just made, whatever the machine's pace.
-    const results = await Promise.all(Array.from({ length: 20 }, () => loadOrCreateDevKey(dir)));
+    const results = await Promise.all(Array.from({ length: 20 }, () => loadOrCreateDevKey(fresh)));
     expect(new Set(results.map((r) => r.key)).size).toBe(1);
     expect(results.filter((r) => r.created).length).toBe(1);
   });
