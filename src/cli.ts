@@ -73,7 +73,8 @@ async function serve(config: Config, workers: number): Promise<number> {
   const server = await startServer(config, logger);
   const ready: Ready = { storage: server.app.storage, grpcPort: server.grpcPort, httpPort: server.httpPort, devKey: server.devKey };
   if (isWorker()) reportReady(ready);
-  else process.stdout.write(banner(config, ready));
+  // On stderr: stdout carries the JSON log lines only, for a log collector.
+  else process.stderr.write(banner(config, ready));
 
   let stopping = false;
   const stop = (signal: string) => {

@@ -132,7 +132,7 @@ export function runPrimary(options: { workers: number; logger: Logger; banner: (
       } else if (ready.size === count && !announced) {
         announced = true;
         const pids = [...running.values()].map((w) => w.process.pid).join(", ");
-        process.stdout.write(`${options.banner(first)}  workers  ${count} (pids ${pids})\n`);
+        process.stderr.write(`${options.banner(first)}  workers  ${count} (pids ${pids})\n`);
       }
     });
 

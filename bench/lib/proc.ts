@@ -27,8 +27,8 @@ export interface Child {
   process: ChildProcess;
   /** The last lines the child wrote (stdout and stderr), for error messages. */
   tail(): string;
-  /** What the child printed on stdout so far (kept up to 64 KiB). */
-  stdout(): string;
+  /** What the child printed on stdout and stderr so far (kept up to 64 KiB). */
+  output(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM, then SIGKILL after graceMs; resolves when the child has exited. */
   stop(graceMs?: number): Promise<void>;
@@ -46,11 +46,12 @@ export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv):
     for (const line of chunk.split("\n")) if (line !== "") lines.push(line);
     if (lines.length > 60) lines.splice(0, lines.length - 60);
   };
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+  const both = (chunk: string) => {
     if (out.length < 65536) out += chunk;
     keep(chunk);
-  });
-  child.stderr!.setEncoding("utf8").on("data", keep);
+  };
+  child.stdout!.setEncoding("utf8").on("data", both);
+  child.stderr!.setEncoding("utf8").on("data", both);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once("exit", (code, signal) => resolve({ code, signal })),
   );
@@ -59,7 +60,7 @@ export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv):
     pid: child.pid,
     process: child,
     tail: () => lines.join("\n"),
-    stdout: () => out,
+    output: () => out,
     exited,
     async stop(graceMs = 15_000) {
       if (child.exitCode === null && child.signalCode === null) {
@@ -88,12 +89,12 @@ export function killAllChildren(): void {
   running.clear();
 }
 
-/** Resolves with the first match of `pattern` in the child's stdout, or rejects on exit or timeout. */
+/** Resolves with the first match of `pattern` in the child's output, or rejects on exit or timeout. */
 export function waitForOutput(child: Child, pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const timer = setInterval(() => {
-      const match = pattern.exec(child.stdout());
+      const match = pattern.exec(child.output());
       if (match) {
         clearInterval(timer);
         resolve(match);

@@ -295,10 +295,13 @@ export async function spawnMeterd(env: Record<string, string>, startupTimeoutMs 
       if (grpc && http) {
         clearTimeout(timer);
         child.stdout!.off("data", look);
+        child.stderr!.off("data", look);
         resolve({ grpcPort: Number(grpc[1]), httpPort: Number(http[1]) });
       }
     };
+    // The banner is on stderr, the log lines on stdout.
     child.stdout!.on("data", look);
+    child.stderr!.on("data", look);
     void exited.then((exit) => {
       clearTimeout(timer);
       reject(new Error(`meterd exited (${JSON.stringify(exit)}) before it was ready\n${output}`));

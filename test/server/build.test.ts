@@ -69,10 +69,13 @@ async function serveBuild(env: Record<string, string>, args: string[], waitFor: 
       if (grpc && http && waitFor.test(output)) {
         clearTimeout(timer);
         child.stdout!.off("data", look);
+        child.stderr!.off("data", look);
         resolve({ grpcPort: Number(grpc[1]), httpPort: Number(http[1]) });
       }
     };
+    // The banner is on stderr, the log lines on stdout.
     child.stdout!.on("data", look);
+    child.stderr!.on("data", look);
     void exited.then((exit) => {
       clearTimeout(timer);
       reject(new Error(`the build exited (${JSON.stringify(exit)}) before it was ready\n${output}`));

@@ -75,16 +75,17 @@ async function spawnMeterd(dataDir: string): Promise<Meterd> {
     const timer = setTimeout(() => reject(new Error(`meterd did not start in time\nstdout:\n${stdout}\nstderr:\n${stderr}`)), STARTUP_TIMEOUT_MS);
     const look = (): void => {
       // Each value must be followed by whitespace, so that a line cut between two chunks is not taken.
-      const grpc = /^ {2}gRPC +127\.0\.0\.1:(\d+)\s/m.exec(stdout);
-      const http = /^ {2}Connect +http:\/\/127\.0\.0\.1:(\d+)\s/m.exec(stdout);
-      const key = /^ {2}development key.*\n?.*?(sk_dev_[A-Za-z0-9_-]+)\s/m.exec(stdout);
+      // The banner goes to stderr: stdout holds the JSON log lines only.
+      const grpc = /^ {2}gRPC +127\.0\.0\.1:(\d+)\s/m.exec(stderr);
+      const http = /^ {2}Connect +http:\/\/127\.0\.0\.1:(\d+)\s/m.exec(stderr);
+      const key = /^ {2}development key.*\n?.*?(sk_dev_[A-Za-z0-9_-]+)\s/m.exec(stderr);
       if (grpc && http && key) {
         clearTimeout(timer);
-        child.stdout!.off("data", look);
+        child.stderr!.off("data", look);
         resolve({ grpc: Number(grpc[1]), http: Number(http[1]), key: key[1]! });
       }
     };
-    child.stdout!.on("data", look);
+    child.stderr!.on("data", look);
     void exited.then((exit) => {
       clearTimeout(timer);
       reject(new Error(`meterd exited (${JSON.stringify(exit)}) before it was ready\nstdout:\n${stdout}\nstderr:\n${stderr}`));
@@ -125,11 +126,15 @@ describe("meterd serve, the process", () => {
 
   it("prints both addresses and a new development key, and the key works with buf curl on both listeners", { timeout: 120_000 }, async () => {
     first = await spawnMeterd(dataDir);
-    expect(first.stdout()).toMatch(/meterd is serving \(embedded storage, catalogue examples\/catalog\.json\)/);
+    expect(first.stderr()).toMatch(/meterd is serving \(embedded storage, catalogue examples\/catalog\.json\)/);
+    // stdout is for a log collector: JSON lines and nothing else.
+    const logLines = first.stdout().split("\n").filter((line) => line !== "");
+    expect(logLines.length).toBeGreaterThan(0);
+    for (const line of logLines) expect(() => JSON.parse(line), line).not.toThrow();
     const key = first.devKey;
     expect(key).toMatch(/^sk_dev_[A-Za-z0-9_-]{43}$/);
     const keyFile = path.join(dataDir, "dev-key");
-    expect(first.stdout()).toContain(`  development key (made now, kept in ${keyFile}):\n    ${key}\n`);
+    expect(first.stderr()).toContain(`  development key (made now, kept in ${keyFile}):\n    ${key}\n`);
     expect((await readFile(keyFile, "utf8")).trim()).toBe(key);
 
     const body = (idempotencyKey: string) =>
@@ -219,8 +224,8 @@ describe("meterd serve, the process", () => {
   it("a restart on the same data directory prints the same development key, and holds every ALLOWED Track", { timeout: 120_000 }, async () => {
     const second = await spawnMeterd(dataDir);
     expect(second.devKey).toBe(first.devKey);
-    expect(second.stdout()).toContain(`  development key: ${first.devKey}  (from ${path.join(dataDir, "dev-key")})\n`);
-    expect(second.stdout()).not.toMatch(/made now/);
+    expect(second.stderr()).toContain(`  development key: ${first.devKey}  (from ${path.join(dataDir, "dev-key")})\n`);
+    expect(second.stderr()).not.toMatch(/made now/);
 
     const client = createClient(MeteringService, createConnectTransport({ baseUrl: `http://127.0.0.1:${second.httpPort}`, httpVersion: "1.1" }));
     const headers = { authorization: `Bearer ${second.devKey}` };
