@@ -44,6 +44,9 @@ Options:
   --rejects FILE      import: where refused and denied events go (default FILE.rejects.ndjson)
   -h, --help          Show this help
 
+Exit codes: 0 done; 1 an error (one line on stderr); 2 a mistaken command line; 3 reconcile found
+differences (repaired unless --dry-run), or import refused events (see its rejects file).
+
 Storage: with neither REDIS_URL nor DATABASE_URL set, meterd runs embedded, keeping its data
 under METERD_DATA_DIR (default ./.meterd).`;
 
@@ -95,12 +98,17 @@ async function serve(config: Config, workers: number): Promise<number> {
 }
 
 async function migrateOnly(config: Config): Promise<void> {
-  const { ledger } = await openLedger({
+  const { ledger, migrated } = await openLedger({
     databaseUrl: config.databaseUrl,
     dataDir: config.databaseUrl === null ? path.join(config.dataDir, "ledger") : null,
   });
   await ledger.close();
-  process.stdout.write("ledger schema is up to date\n");
+  for (const name of migrated.applied) process.stdout.write(`applied ${name}\n`);
+  process.stdout.write(
+    migrated.applied.length === 0
+      ? `ledger schema is up to date (migration ${migrated.version})\n`
+      : `ledger schema is now at migration ${migrated.version}\n`,
+  );
 }
 
 async function reconcile(config: Config, only: string[], dryRun: boolean): Promise<number> {
@@ -134,7 +142,8 @@ async function reconcile(config: Config, only: string[], dryRun: boolean): Promi
         ? `checked ${total} customers: the fast path matches the ledger\n`
         : `checked ${total} customers: ${found.length} differences in ${customers} customers${dryRun ? "" : ", repaired"}\n`,
     );
-    return 0;
+    // 3, as `import` does when it refused events: a cron job or a script can tell "found differences".
+    return found.length === 0 ? 0 : 3;
   } finally {
     await app.close();
   }

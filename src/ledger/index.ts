@@ -1,6 +1,6 @@
 // The ledger folder: the Ledger interface, its SQL implementation, both database adapters, and the
 // one place that picks an adapter from the configuration.
-import { migrate } from "./migrate.js";
+import { migrate, type MigrateResult } from "./migrate.js";
 import { createPgClient } from "./pg-client.js";
 import { openPgliteClient } from "./pglite-client.js";
 import type { SqlClient } from "./sql.js";
@@ -38,13 +38,14 @@ export interface OpenLedgerOptions {
  * Opens the database, applies pending migrations and returns the ledger with its SqlClient, which the
  * catalogue store shares. ledger.close() closes that SqlClient too, so close the ledger last.
  */
-export async function openLedger(opts: OpenLedgerOptions): Promise<{ ledger: SqlLedger; sql: SqlClient }> {
+export async function openLedger(opts: OpenLedgerOptions): Promise<{ ledger: SqlLedger; sql: SqlClient; migrated: MigrateResult }> {
   const sql =
     opts.databaseUrl !== null
       ? createPgClient(opts.databaseUrl, opts.onPoolError ? { onError: opts.onPoolError } : {})
       : await openPgliteClient(opts.dataDir);
+  let migrated: MigrateResult;
   try {
-    await migrate(sql);
+    migrated = await migrate(sql);
   } catch (err) {
     await sql.close().catch(() => {});
     throw err;
@@ -52,5 +53,5 @@ export async function openLedger(opts: OpenLedgerOptions): Promise<{ ledger: Sql
   // Postgres takes two group commits at once, one per core of a small machine; PGlite runs one statement
   // at a time whatever is sent.
   const defaults: SqlLedgerOptions = { maxConcurrentCommits: opts.databaseUrl !== null ? PG_CONCURRENT_COMMITS : 1 };
-  return { ledger: new SqlLedger(sql, { ...defaults, ...opts.ledger }), sql };
+  return { ledger: new SqlLedger(sql, { ...defaults, ...opts.ledger }), sql, migrated };
 }
