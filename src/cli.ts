@@ -63,6 +63,9 @@ function banner(config: Config, ready: Ready): string {
   } else if (ready.devKey) {
     lines.push(`  development key: ${ready.devKey.key}  (from ${path.join(config.dataDir, "dev-key")})`);
   }
+  if (ready.devKey && ready.storage !== "embedded") {
+    lines.push(`  WARNING: no METERD_SECRET_KEYS, so the development key above is the only key: set your own keys in production`);
+  }
   return `${lines.join("\n")}\n`;
 }
 
@@ -74,6 +77,9 @@ async function serve(config: Config, workers: number): Promise<number> {
   }
   const logger = isWorker() ? createLogger(config.logLevel).child({ worker: workerId() }) : createLogger(config.logLevel);
   const server = await startServer(config, logger);
+  if (server.devKey && server.app.storage !== "embedded") {
+    logger.warn("serving Redis or Postgres with the development key: set METERD_SECRET_KEYS in production");
+  }
   const ready: Ready = { storage: server.app.storage, grpcPort: server.grpcPort, httpPort: server.httpPort, devKey: server.devKey };
   if (isWorker()) reportReady(ready);
   // On stderr: stdout carries the JSON log lines only, for a log collector.

@@ -41,6 +41,13 @@ export class ConfigError extends Error {}
 /** pino's levels; "silent" logs nothing. */
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
+function redisPrefix(env: Env): string {
+  const prefix = str(env, "METERD_REDIS_PREFIX") ?? "meterd:";
+  // "{" and "}" would break the keys' Cluster hash tags; a tab, the outbox records.
+  if (/[{}\t]/.test(prefix)) throw new ConfigError(`METERD_REDIS_PREFIX may not contain "{", "}" or a tab, got ${JSON.stringify(prefix)}`);
+  return prefix;
+}
+
 function logLevel(env: Env): string {
   const level = str(env, "METERD_LOG_LEVEL") ?? "info";
   if (!LOG_LEVELS.includes(level)) throw new ConfigError(`METERD_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
@@ -108,7 +115,7 @@ export function loadConfig(env: Env = process.env): Config {
     tokenRate: tokenRate(env),
     dataDir: path.resolve(str(env, "METERD_DATA_DIR") ?? ".meterd"),
     redisUrl: str(env, "REDIS_URL"),
-    redisPrefix: str(env, "METERD_REDIS_PREFIX") ?? "meterd:",
+    redisPrefix: redisPrefix(env),
     databaseUrl: str(env, "DATABASE_URL"),
     catalogFile: str(env, "METERD_CATALOG"),
     maxBackdateMs: int(env, "METERD_MAX_BACKDATE_DAYS", 35, 0, 3650) * DAY_MS,
