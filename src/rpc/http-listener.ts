@@ -6,7 +6,16 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { DescMethod } from "@bufbuild/protobuf";
-import { Code, ConnectError, cors, createConnectRouter, createContextValues, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  cors,
+  createConnectRouter,
+  createContextKey,
+  createContextValues,
+  type Interceptor,
+  type ServiceImpl,
+} from "@connectrpc/connect";
 import { codeToHttpStatus, endStreamFlag, endStreamToJson, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
@@ -14,6 +23,7 @@ import type { HeaderReader, Principal } from "../auth/principal.js";
 import { MeterError } from "../metering/errors.js";
 import { clampTimeout, MAX_TIMER_MS } from "./connect-timeout.js";
 import { CallsInFlight } from "./calls-in-flight.js";
+import { protocolOf, type RpcCallMetrics, type RpcCallRecorder, type RpcProtocol } from "./call-metrics.js";
 import { principalKey } from "./context.js";
 import { encodeGrpcMessage, errorInterceptor, serviceOfPath, unauthenticatedError, type RpcLogger } from "./errors.js";
 import type { RpcService } from "./service.js";
@@ -47,6 +57,8 @@ export interface HttpListenerOptions {
   interceptors?: Interceptor[];
   /** Tried first for every request (for example /metrics); returns true when it has answered. */
   extraRoutes?: (req: HttpRequest, res: HttpResponse) => boolean;
+  /** Records each call's code and duration. */
+  callMetrics?: RpcCallMetrics;
 }
 
 export interface HttpListener {
@@ -117,6 +129,47 @@ function writeEarlyError(req: HttpRequest, res: HttpResponse, error: ConnectErro
   }
 }
 
+/** When the listener took the call, and in which protocol: what the call metrics need. */
+const callStartKey = createContextKey<number>(0, { description: "call start (performance.now)" });
+const protocolKey = createContextKey<RpcProtocol>("connect", { description: "protocol" });
+
+/** A stream's responses, recorded once they end: with the error's code, or CANCELLED when abandoned. */
+async function* recordedStream<T>(messages: AsyncIterable<T>, done: (code: number) => void): AsyncIterable<T> {
+  let code: number = Code.Canceled;
+  try {
+    yield* messages;
+    code = 0;
+  } catch (reason) {
+    code = ConnectError.from(reason).code;
+    throw reason;
+  } finally {
+    done(code);
+  }
+}
+
+/**
+ * Records every call that reaches the router's interceptors; put it first, so that it sees the codes the
+ * error interceptor gives. (A unary request connect-es cannot decode is answered before any interceptor
+ * and is not recorded.)
+ */
+function callMetricsInterceptor(recorders: Map<DescMethod, Record<RpcProtocol, RpcCallRecorder>>): Interceptor {
+  return (next) => async (req) => {
+    const recorder = recorders.get(req.method)?.[req.contextValues.get(protocolKey)];
+    if (recorder === undefined) return next(req);
+    const started = req.contextValues.get(callStartKey);
+    const done = (code: number): void => recorder.done(code, (performance.now() - started) / 1000);
+    try {
+      const res = await next(req);
+      if (!res.stream) done(0);
+      else return { ...res, message: recordedStream(res.message, done) };
+      return res;
+    } catch (reason) {
+      done(ConnectError.from(reason).code);
+      throw reason;
+    }
+  };
+}
+
 /**
  * A browser (a request with an Origin) must send what no plain HTML form or link can: a gRPC or
  * streaming content type, the Connect-Protocol-Version header, or, for GET, connect=v1. Such requests
@@ -146,6 +199,17 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
   for (const { service } of options.services) {
     for (const method of service.methods) methods.set(`/${service.typeName}/${method.name}`, method);
   }
+  const callMetrics = options.callMetrics;
+  // Each method's recorders, looked up once here: a call then costs one map lookup.
+  const recorders = new Map<DescMethod, Record<RpcProtocol, RpcCallRecorder>>();
+  if (callMetrics !== undefined) {
+    for (const [path, method] of methods) {
+      recorders.set(method, { grpc: callMetrics(path, "grpc"), "grpc-web": callMetrics(path, "grpc-web"), connect: callMetrics(path, "connect") });
+    }
+  }
+  const refused = (req: HttpRequest, method: DescMethod, error: ConnectError): void => {
+    recorders.get(method)?.[protocolOf(firstHeader(req, "content-type"))].refused(error.code);
+  };
 
   // connect-es's router, served through connect-node's request and response helpers rather than
   // connectNodeAdapter, so that each unary handler can be wrapped (see undecodable-requests.ts).
@@ -154,7 +218,12 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
     // A JSON key that names no field is refused, not dropped (see undecodable-requests.ts).
     jsonOptions: { ignoreUnknownFields: false },
     // No maxTimeoutMs here: Connect would refuse longer client timeouts, even on streams. clampTimeout caps them.
-    interceptors: [errorInterceptor(logger), decodeFailureInterceptor, ...(options.interceptors ?? [])],
+    interceptors: [
+      ...(callMetrics === undefined ? [] : [callMetricsInterceptor(recorders)]),
+      errorInterceptor(logger),
+      decodeFailureInterceptor,
+      ...(options.interceptors ?? []),
+    ],
     acceptCompression,
   });
   for (const { service, impl } of options.services) {
@@ -170,9 +239,17 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
       return;
     }
     const contextValues = createContextValues().set(principalKey, principals.get(req) ?? null);
+    if (callMetrics !== undefined) {
+      contextValues.set(callStartKey, performance.now()).set(protocolKey, protocolOf(firstHeader(req, "content-type")));
+    }
     const request = universalRequestFromNodeRequest(req, res, undefined, contextValues);
-    handler({ ...request, signal: calls.link(request.signal) })
-      .then((uRes) => universalResponseToNodeResponse(uRes, res))
+    // A unary implementation never reads its signal: at shutdown its client is answered here, in its
+    // own protocol, UNAVAILABLE (retry with the same key), before the connection is cut.
+    const onShutdown =
+      handler.method.methodKind === "unary" ? (reason: unknown) => void (res.headersSent ? undefined : writeEarlyError(req, res, ConnectError.from(reason))) : undefined;
+    handler({ ...request, signal: calls.link(request.signal, onShutdown) })
+      // Answered already when shutdown cut the call (see onShutdown).
+      .then((uRes) => (res.writableEnded ? undefined : universalResponseToNodeResponse(uRes, res)))
       .catch((reason: unknown) => {
         // As connectNodeAdapter does: a call the client abandoned is not a failure of the server.
         if (ConnectError.from(reason).code === Code.Aborted) return;
@@ -211,9 +288,10 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
       const path = (req.url ?? "").split("?", 1)[0] ?? "";
       const method = methods.get(path);
       if (method !== undefined) {
-        const refused = crossSiteGuard(req);
-        if (refused !== null) {
-          writeEarlyError(req, res, refused);
+        const crossSite = crossSiteGuard(req);
+        if (crossSite !== null) {
+          refused(req, method, crossSite);
+          writeEarlyError(req, res, crossSite);
           return;
         }
         if (!publicServices.has(serviceOfPath(path) ?? "")) {
@@ -223,11 +301,14 @@ export function createHttpListener(options: HttpListenerOptions): HttpListener {
             principal = options.authenticate(header, path);
           } catch (err) {
             if (!(err instanceof ConnectError)) throw err;
+            refused(req, method, err);
             writeEarlyError(req, res, err);
             return;
           }
           if (principal === null) {
-            writeEarlyError(req, res, unauthenticatedError(header));
+            const error = unauthenticatedError(header);
+            refused(req, method, error);
+            writeEarlyError(req, res, error);
             return;
           }
           principals.set(req, principal);
