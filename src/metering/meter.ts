@@ -26,6 +26,7 @@ import { newEventId } from "./event-id.js";
 import { currentPeriodOf, periodOf } from "./period.js";
 import type { Caller, SetUsageInput, TopUpInput, TopUpOutcome, TrackInput, TrackOutcome } from "./types.js";
 import { answerOf, duplicateOf, encodeOutbox, fingerprintOf } from "./records.js";
+import { MeterStats } from "./stats.js";
 import { OutboxSweeper } from "./sweeper.js";
 import { CREDIT_PRECISION, limitUnitsOf, snapshot, type Terms, thresholdsCrossed, walletOnly } from "./usage.js";
 import { checkCustomerId, checkIdempotencyKey, checkProperties, checkTimestamp, type TimeWindow } from "./validate.js";
@@ -40,6 +41,8 @@ export interface MeterDeps {
   /** How long a rebuild waits for commits in flight when the fast path lost its data (default 3 s). */
   rebuildGraceMs?: number;
   logger?: Pick<Logger, "warn">;
+  /** Where decisions, failures, sweeps and rebuilds are counted (read by src/ops/prometheus.ts). */
+  stats?: MeterStats;
 }
 
 /** An event ready for the fast path: validated, priced, and with its ledger row but for the amount. */
@@ -65,17 +68,20 @@ export class Meter {
   private readonly fastPath: FastPath;
   private readonly ledger: Ledger;
   private readonly changes: UsageChanges;
-  private readonly window: TimeWindow;
+  /** How far back and ahead an event's time may be: what a range of the past can still take. */
+  readonly window: TimeWindow;
   private readonly clock: () => Date;
   private readonly logger: Pick<Logger, "warn"> | undefined;
   readonly counters: Counters;
+  readonly stats: MeterStats;
   private readonly sweeper: OutboxSweeper;
   private readonly settling = new Set<Promise<void>>();
   private readonly settleQueue: SettleItem[] = [];
   private settleTimer: NodeJS.Timeout | null = null;
 
   constructor(deps: MeterDeps) {
-    this.counters = new Counters(deps.fastPath, deps.ledger, deps.rebuildGraceMs);
+    this.stats = deps.stats ?? new MeterStats();
+    this.counters = new Counters(deps.fastPath, deps.ledger, deps.rebuildGraceMs, this.stats);
     this.catalog = deps.catalog;
     this.fastPath = deps.fastPath;
     this.ledger = deps.ledger;
@@ -91,8 +97,15 @@ export class Meter {
   }
 
   async track(input: TrackInput, caller: Caller): Promise<TrackOutcome> {
-    const prepared = this.prepareTrack(input, caller);
-    return "eventId" in prepared ? prepared : this.execute(prepared);
+    try {
+      const prepared = this.prepareTrack(input, caller);
+      const outcome = "eventId" in prepared ? prepared : await this.execute(prepared);
+      this.stats.decided(outcome);
+      return outcome;
+    } catch (error) {
+      this.stats.trackFailed(error);
+      throw error;
+    }
   }
 
   /**
@@ -160,6 +173,11 @@ export class Meter {
       );
     });
     await Promise.all(rest);
+    const stats = this.stats;
+    for (const result of results) {
+      if (result instanceof Error) stats.trackFailed(result);
+      else stats.decided(result);
+    }
     return results;
   }
 
@@ -270,7 +288,7 @@ export class Meter {
       properties: input.properties,
       walletDelta: 0,
     });
-    return this.execute(prepared);
+    return this.execute(prepared).catch(this.countFailure);
   }
 
   async topUp(input: TopUpInput): Promise<TopUpOutcome> {
@@ -294,7 +312,7 @@ export class Meter {
       properties,
       walletDelta: credits.units,
     });
-    const outcome = await this.execute(prepared);
+    const outcome = await this.execute(prepared).catch(this.countFailure);
     return { entryId: outcome.eventId, duplicate: outcome.duplicate, balance: outcome.usage.creditBalance ?? 0 };
   }
 
@@ -352,9 +370,17 @@ export class Meter {
   }
 
   /** Commits events left pending by a replica that died (see OutboxSweeper). */
-  sweep(olderThanMs: number, max = 1000): Promise<number> {
-    return this.sweeper.sweep(olderThanMs, max);
+  async sweep(olderThanMs: number, max = 1000): Promise<number> {
+    const settled = await this.sweeper.sweep(olderThanMs, max);
+    this.stats.swept += settled;
+    return settled;
   }
+
+  /** Counts a failed write by what failed (see MeterStats.failed), and throws it on. */
+  private readonly countFailure = (error: unknown): never => {
+    this.stats.failed(error);
+    throw error;
+  };
 
   private featureOf(key: string): Feature {
     if (key === "") throw invalid("feature_key", "must not be empty", "FEATURE_KEY_EMPTY");
@@ -553,6 +579,7 @@ export class Meter {
     const settling = this.fastPath
       .settleMany(items)
       .catch((error: unknown) => {
+        this.stats.fastPathSettleFailed++;
         this.logger?.warn({ err: error, events: items.length }, "committed events not settled in the fast path; the sweeper will");
       })
       .finally(() => this.settling.delete(settling));

@@ -13,6 +13,7 @@ import type { Meter } from "../metering/meter.js";
 import { CREDIT_PRECISION } from "../metering/usage.js";
 import { checkCustomerId, checkStorableText } from "../metering/validate.js";
 import { principalKey } from "./context.js";
+import { setCacheControl } from "./http-cache.js";
 
 function requireSecret(ctx: HandlerContext): void {
   if (ctx.values.get(principalKey)?.kind !== "secret") {
@@ -48,6 +49,7 @@ export function createCatalogService(deps: {
 
     async listFeatures(_req, ctx) {
       requireSecret(ctx);
+      setCacheControl(ctx);
       return { features: catalog.listFeatures().map(featureToMsg) };
     },
 
@@ -62,6 +64,7 @@ export function createCatalogService(deps: {
 
     async listPlans(_req, ctx) {
       requireSecret(ctx);
+      setCacheControl(ctx);
       return { plans: catalog.listPlans().map(planToMsg) };
     },
 
@@ -76,6 +79,7 @@ export function createCatalogService(deps: {
 
     async getCustomer(req, ctx) {
       requireSecret(ctx);
+      setCacheControl(ctx);
       checkCustomerId(req.customerId);
       return { customer: customerToMsg(catalog.customer(req.customerId)) };
     },
@@ -97,6 +101,7 @@ export function createCatalogService(deps: {
 
     async getWallet(req, ctx) {
       requireSecret(ctx);
+      setCacheControl(ctx);
       checkCustomerId(req.customerId);
       if (req.limit < 0 || req.limit > MAX_HISTORY) {
         throw invalid("limit", `must be from 0 to ${MAX_HISTORY}`, "LIMIT_OUT_OF_RANGE");

@@ -12,6 +12,7 @@ import type { Caller, TrackInput } from "../metering/types.js";
 import { principalKey } from "./context.js";
 import { checkScope, checkTokenTrack, customerTokenOf, requireSecretKey, tokenExpired, visibleTo } from "./customer-scope.js";
 import { ledgerEventToMsg, listingFromMsg } from "./list-events.js";
+import { setCacheControl } from "./http-cache.js";
 import { usageBucketToMsg, usageQueryFromMsg } from "./query-usage.js";
 import { CustomerUsages, denyReasonToMsg, metricToMsg, trackInputFromMsg, trackOutcomeToMsg, usageToMsg } from "./convert.js";
 
@@ -111,6 +112,7 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       const token = customerTokenOf(ctx);
       if (token) checkScope(token, req.customerId, req.featureKey);
       const c = await meter.check(req.customerId, req.featureKey, req.amount);
+      setCacheControl(ctx);
       return { allowed: c.allowed, usage: usageToMsg(c.usage), denyReason: denyReasonToMsg(c.denyReason) };
     },
 
@@ -119,13 +121,16 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       if (token) checkScope(token, req.customerId, req.featureKey);
       if (req.at) checkTimestampFields(req.at, "at");
       const at = req.at ? timestampDate(req.at) : null;
+      setCacheControl(ctx);
       return { metrics: visibleTo(token, await metrics.get(req.customerId, req.featureKey, at)).map(metricToMsg) };
     },
 
     async listEvents(req, ctx) {
       const token = customerTokenOf(ctx);
       if (token) checkScope(token, req.customerId, req.featureKey);
-      const page = await meter.listEvents(listingFromMsg(req, token?.featureKeys ?? null));
+      const listing = listingFromMsg(req, token?.featureKeys ?? null);
+      const page = await meter.listEvents(listing);
+      setCacheControl(ctx, { to: listing.to, maxBackdateMs: meter.window.maxBackdateMs });
       return { events: page.events.map(ledgerEventToMsg), nextPageToken: page.nextPageToken };
     },
 
@@ -137,7 +142,9 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       } else if (req.customerId === "") {
         requireSecretKey(ctx, "QueryUsage over every customer");
       }
-      const buckets = await meter.queryUsage(usageQueryFromMsg(req));
+      const query = usageQueryFromMsg(req);
+      const buckets = await meter.queryUsage(query);
+      setCacheControl(ctx, { to: query.to, maxBackdateMs: meter.window.maxBackdateMs });
       return { buckets: buckets.map(usageBucketToMsg) };
     },
 
