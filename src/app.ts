@@ -105,7 +105,13 @@ function startSweeper(meter: Meter, logger: Logger): { stop(): Promise<void> } {
   };
 }
 
-export async function openApp(config: Config, logger: Logger): Promise<App> {
+/** What the server observes of the application (see src/ops/prometheus.ts). */
+export interface AppObservers {
+  /** Told of each ledger group commit: its events and its duration in seconds. */
+  onCommit?: (events: number, seconds: number) => void;
+}
+
+export async function openApp(config: Config, logger: Logger, observers: AppObservers = {}): Promise<App> {
   if (config.redisUrl !== null && config.databaseUrl === null) {
     // Replicas sharing Redis must share the ledger that Redis counters are rebuilt from.
     throw new ConfigError("REDIS_URL needs DATABASE_URL: the Redis fast path runs with the Postgres ledger");
@@ -114,6 +120,7 @@ export async function openApp(config: Config, logger: Logger): Promise<App> {
     databaseUrl: config.databaseUrl,
     dataDir: config.databaseUrl === null ? path.join(config.dataDir, "ledger") : null,
     onPoolError: (error) => logger.error({ err: error }, "idle database connection failed"),
+    ...(observers.onCommit === undefined ? {} : { ledger: { onCommit: observers.onCommit } }),
   });
   try {
     const catalog = await Catalog.open(new SqlCatalogStore(sql));

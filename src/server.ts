@@ -21,6 +21,8 @@ import { createHttpListener } from "./rpc/http-listener.js";
 import { createMeteringService } from "./rpc/metering-service.js";
 import { createReflectionServices, REFLECTION_SERVICES } from "./rpc/reflection.js";
 import { usagePageRoute } from "./rpc/usage-page.js";
+import { metricsRoute } from "./ops/metrics-route.js";
+import { PrometheusMetrics } from "./ops/prometheus.js";
 import { probesRoute } from "./ops/probes-route.js";
 import { Readiness } from "./ops/readiness.js";
 
@@ -56,7 +58,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   });
   const authenticate = auth.authenticate.bind(auth);
 
-  const app = await openApp(config, logger);
+  // Prometheus metrics on a registry of this server's own (GET /metrics on the Connect port).
+  const prometheus = new PrometheusMetrics();
+  const app = await openApp(config, logger, { onCommit: prometheus.observeCommit });
+  prometheus.watch({ stats: app.meter.stats, fastPath: app.fastPath, watching: () => app.metrics.watching });
   const health = new HealthState();
   const services = [
     rpcService(MeteringService, createMeteringService(app.meter, app.metrics, logger)),
@@ -72,12 +77,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     maxMessageBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,
     logger,
+    callMetrics: prometheus.rpc,
   };
   const grpc = createGrpcListener(common);
   const readiness = new Readiness(app.dependencies, health, [MeteringService.typeName, CatalogService.typeName, AuthService.typeName]);
   const probes = probesRoute(readiness, logger);
   const usagePage = usagePageRoute(logger);
-  const http = createHttpListener({ ...common, corsOrigins: config.corsOrigins, extraRoutes: (req, res) => probes(req, res) || usagePage(req, res) });
+  const metrics = metricsRoute(prometheus, logger);
+  const http = createHttpListener({
+    ...common,
+    corsOrigins: config.corsOrigins,
+    extraRoutes: (req, res) => probes(req, res) || metrics(req, res) || usagePage(req, res),
+  });
   let grpcPort: number;
   let httpPort: number;
   try {

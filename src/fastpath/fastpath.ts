@@ -110,6 +110,14 @@ export interface Readings {
   wallet: number | null;
 }
 
+/** The outbox at one instant, for monitoring. */
+export interface OutboxStatus {
+  /** Pending entries: one per apply call on Redis (a batch's events share one), one per event in memory. */
+  entries: number;
+  /** How long ago the oldest pending entry was applied, in ms; null when the outbox is empty. */
+  oldestAgeMs: number | null;
+}
+
 export interface FastPath {
   apply(req: ApplyRequest): Promise<ApplyResult>;
   /** apply() for many requests, in one round trip where the backend allows; results in input order. */
@@ -151,5 +159,7 @@ export interface FastPath {
   /** Sets a wallet from the ledger's sum, unless it is already loaded or the customer is not live. */
   loadWallet(customerId: string, units: number): Promise<void>;
   read(counters: CounterRef[], walletOf: string | null): Promise<Readings>;
+  /** The outbox's size and the age of its oldest entry (for metrics; cheap: no entry is read). */
+  outboxStatus(): Promise<OutboxStatus>;
   close(): Promise<void>;
 }

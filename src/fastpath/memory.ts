@@ -1,7 +1,7 @@
 // The in-process fast path of the embedded default. Atomic by construction: apply() runs from its
 // first read to its last write without an await, so no other call can interleave with a decision.
 import { MAX_UNITS } from "../metering/decimal.js";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath, FreshCustomer, Original, Readings, SettleItem, StaleEvent } from "./fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, FreshCustomer, Original, OutboxStatus, Readings, SettleItem, StaleEvent } from "./fastpath.js";
 
 interface KeyRecord {
   fingerprint: string;
@@ -118,6 +118,15 @@ export class MemoryFastPath implements FastPath {
     this.keys.delete(id);
     this.pending.delete(id);
     this.wake(record);
+  }
+
+  async outboxStatus(): Promise<OutboxStatus> {
+    // A Set keeps insertion order, and a key is added again only after it left: the first is the oldest.
+    for (const id of this.pending) {
+      const r = this.keys.get(id);
+      return { entries: this.pending.size, oldestAgeMs: r === undefined ? null : Math.max(0, Date.now() - r.appliedAt) };
+    }
+    return { entries: 0, oldestAgeMs: null };
   }
 
   async staleEvents(olderThanMs: number, max: number): Promise<StaleEvent[]> {

@@ -5,6 +5,7 @@ import type { Ledger } from "../ledger/ledger.js";
 import { decimalToUnits } from "./decimal.js";
 import { fastPathUnavailable, ledgerUnavailable, MeterError } from "./errors.js";
 import { periodKey } from "./period.js";
+import type { MeterStats } from "./stats.js";
 import { CREDIT_PRECISION, type Terms } from "./usage.js";
 
 /** How long a rebuild waits for commits that were in flight when the fast path lost its data. */
@@ -37,6 +38,7 @@ export class Counters {
     private readonly fastPath: FastPath,
     private readonly ledger: Ledger,
     private readonly rebuildGraceMs = REBUILD_GRACE_MS,
+    private readonly stats: Pick<MeterStats, "rebuilds" | "freshStarts"> = { rebuilds: 0, freshStarts: 0 },
   ) {}
 
   /**
@@ -105,6 +107,7 @@ export class Counters {
         if (start) start.wallet = true;
       }
       await this.fastPath.startFresh([...starts.values()]).catch(failClosed);
+      this.stats.freshStarts += starts.size;
     }
     const loads = [...counters.values()].filter(({ ref }) => !fresh.has(ref.customerId));
     if (loads.length > 0) {
@@ -129,6 +132,8 @@ export class Counters {
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(wait, this.rebuildGraceMs)));
       }
       await this.fastPath.markLive(customerId);
+      if (hasHistory) this.stats.rebuilds++;
+      else this.stats.freshStarts++;
     } catch (error) {
       throw error instanceof MeterError ? error : fastPathUnavailable(error);
     }

@@ -9,6 +9,9 @@ import { snapshot, type Terms, thresholdsReached } from "./usage.js";
 import { checkCustomerId } from "./validate.js";
 
 export class Metrics {
+  /** WatchUsage streams open now. */
+  watching = 0;
+
   constructor(
     private readonly meter: Meter,
     private readonly changes: UsageChanges,
@@ -70,6 +73,7 @@ export class Metrics {
     });
     const onAbort = () => wake?.();
     signal.addEventListener("abort", onAbort);
+    this.watching++;
     try {
       const first = await this.get(customerId, featureKey);
       let last = new Map(first.map((m) => [m.featureKey, JSON.stringify(m)]));
@@ -85,6 +89,7 @@ export class Metrics {
         if (changed.length > 0) yield changed;
       }
     } finally {
+      this.watching--;
       unsubscribe();
       signal.removeEventListener("abort", onAbort);
     }

@@ -3,7 +3,7 @@
 // {c:<customer>}, and every key is passed to the scripts through KEYS.
 import { randomUUID } from "node:crypto";
 import type { ChainableCommander, Redis } from "ioredis";
-import type { ApplyRequest, ApplyResult, CounterRef, FastPath, FreshCustomer, PendingRef, Readings, SettleItem, StaleEvent } from "../fastpath.js";
+import type { ApplyRequest, ApplyResult, CounterRef, FastPath, FreshCustomer, OutboxStatus, PendingRef, Readings, SettleItem, StaleEvent } from "../fastpath.js";
 import { type ParsedRecord, parseRecord } from "./record.js";
 import { type ApplyReply, defineMeterdCommands, type Flag } from "./scripts.js";
 
@@ -253,6 +253,18 @@ export class RedisFastPath implements FastPath {
     const gone = batches.filter((batchKey) => !stale.has(batchKey));
     if (gone.length > 0) await this.redis.zrem(this.keys.outbox(), ...gone);
     return [...stale.values()].flat().slice(0, max);
+  }
+
+  async outboxStatus(): Promise<OutboxStatus> {
+    // Scored by apply time on Redis' clock, so the age is taken on that clock too.
+    const [entries, oldest, [seconds, micros]] = await Promise.all([
+      this.redis.zcard(this.keys.outbox()),
+      this.redis.zrange(this.keys.outbox(), "0", "0", "WITHSCORES"),
+      this.redis.time(),
+    ]);
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    const appliedAt = oldest[1] === undefined ? null : Number(oldest[1]);
+    return { entries, oldestAgeMs: appliedAt === null ? null : Math.max(0, now - appliedAt) };
   }
 
   async pendingEvents(customerId: string): Promise<StaleEvent[]> {

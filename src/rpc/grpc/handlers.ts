@@ -15,6 +15,7 @@ import {
   type sendUnaryData,
 } from "@grpc/grpc-js";
 import type { Principal } from "../../auth/principal.js";
+import type { RpcCallMetrics } from "../call-metrics.js";
 import { toConnectError, type RpcLogger } from "../errors.js";
 import { GrpcCallContext } from "./call-context.js";
 import { type AnyMessage, encodesInitShapes } from "./definitions.js";
@@ -35,6 +36,8 @@ export interface HandlerHost {
   principalOf(call: SurfaceCall): Principal | null;
   /** Registers a call in flight; the returned function ends it. */
   track(call: InFlight): () => void;
+  /** Where each call's code and duration are recorded; null records nothing. */
+  callMetrics: RpcCallMetrics | null;
 }
 
 /** A call in flight, as the listener sees it: cut when it outlives its time or the server stops. */
@@ -59,7 +62,9 @@ export function unaryHandler(spec: MethodImplSpec & { kind: "unary" }, host: Han
   const direct = host.interceptors.length === 0;
   const output = spec.method.output;
   const toMessage = encodesInitShapes(output) ? (response: unknown) => response as AnyMessage : (response: unknown) => asMessage(output, response);
+  const recorder = host.callMetrics?.(procedure, "grpc") ?? null;
   return (call: ServerUnaryCall<AnyMessage, AnyMessage>, callback: sendUnaryData<AnyMessage>): void => {
+    const started = recorder === null ? 0 : performance.now();
     const expiresAt = Math.min(deadlineOf(call), Date.now() + host.maxTimeoutMs);
     const ctx = new GrpcCallContext(spec.method, call, host.principalOf(call), expiresAt);
     let answered = false;
@@ -67,6 +72,7 @@ export function unaryHandler(spec: MethodImplSpec & { kind: "unary" }, host: Han
       if (answered) return;
       answered = true;
       done();
+      recorder?.done(error === null ? 0 : error.code, (performance.now() - started) / 1000);
       if (error === null) {
         if (ctx.sentHeader !== undefined) call.sendMetadata(addHeadersTo(new Metadata(), ctx.sentHeader));
         callback(null, response, ctx.sentTrailer === undefined ? undefined : addHeadersTo(new Metadata(), ctx.sentTrailer));
@@ -161,7 +167,10 @@ export function streamHandler(spec: MethodImplSpec, host: HandlerHost) {
   const direct = host.interceptors.length === 0 && encodesInitShapes(spec.method.output);
   // Server and bidi streams (WatchUsage, TrackStream) are long-lived: only the client's deadline applies.
   const capped = spec.kind === "client_streaming";
+  const recorder = host.callMetrics?.(procedure, "grpc") ?? null;
   return (call: SurfaceCall, callback?: sendUnaryData<AnyMessage>): void => {
+    const started = recorder === null ? 0 : performance.now();
+    let code = 0;
     const expiresAt = capped ? Math.min(deadlineOf(call), Date.now() + host.maxTimeoutMs) : deadlineOf(call);
     const ctx = new GrpcCallContext(spec.method, call, host.principalOf(call), expiresAt);
     const signal = ctx.signal;
@@ -197,6 +206,7 @@ export function streamHandler(spec: MethodImplSpec, host: HandlerHost) {
     run()
       .catch((reason: unknown) => {
         const status = grpcStatusOf(toConnectError(reason, procedure, host.logger, signal), ctx.sentTrailer);
+        code = status.code ?? 2;
         if (callback !== undefined) callback(status);
         else if (!call.cancelled) (call as NodeJS.EventEmitter).emit("error", status);
         // Let an implementation that is still running see that the call is over.
@@ -205,6 +215,7 @@ export function streamHandler(spec: MethodImplSpec, host: HandlerHost) {
       .finally(() => {
         ctx.complete();
         done();
+        recorder?.done(code, (performance.now() - started) / 1000);
       });
   };
 }

@@ -14,6 +14,7 @@ import {
 } from "@grpc/grpc-js";
 import type { HeaderReader, Principal } from "../../auth/principal.js";
 import { errorInterceptor, serviceOfPath, toConnectError, unauthenticatedError, type RpcLogger } from "../errors.js";
+import type { RpcCallMetrics } from "../call-metrics.js";
 import type { RpcService } from "../service.js";
 import { type AnyMessage, methodDefinition } from "./definitions.js";
 import { applyGrpcJsFixes } from "./grpc-js-fixes.js";
@@ -40,6 +41,8 @@ export interface GrpcListenerOptions {
   logger: RpcLogger;
   /** connect-es interceptors, run around every call, as on the Connect listener. */
   interceptors?: Interceptor[];
+  /** Records each call's code and duration (no interceptor: unary calls keep the direct path). */
+  callMetrics?: RpcCallMetrics;
 }
 
 export interface GrpcListener {
@@ -75,11 +78,18 @@ export function createGrpcListener(options: GrpcListenerOptions): GrpcListener {
   expiry.unref();
 
   const extra = options.interceptors ?? [];
+  const callMetrics = options.callMetrics ?? null;
+  // Calls refused before their handler runs are recorded too, for the procedures served (not any path sent).
+  const served = new Set(options.services.flatMap(({ service }) => service.methods.map((m) => `/${service.typeName}/${m.name}`)));
+  const refused = (path: string, code: number): void => {
+    if (callMetrics !== null && served.has(path)) callMetrics(path, "grpc").refused(code);
+  };
   const host: HandlerHost = {
     logger,
     interceptors: extra,
     allInterceptors: [errorInterceptor(logger), ...extra],
     maxTimeoutMs,
+    callMetrics,
     principalOf: (call) => principals.get(call.metadata) ?? null,
     track(call) {
       inFlight.add(call);
@@ -104,12 +114,15 @@ export function createGrpcListener(options: GrpcListenerOptions): GrpcListener {
             try {
               principal = options.authenticate(header, descriptor.path);
             } catch (err) {
-              intercepting.sendStatus(grpcStatusOf(toConnectError(err, descriptor.path, logger), undefined) as never);
+              const error = toConnectError(err, descriptor.path, logger);
+              refused(descriptor.path, error.code);
+              intercepting.sendStatus(grpcStatusOf(error, undefined) as never);
               return;
             }
             if (principal === null) {
               // Refused here, before the request message is read.
               const error = unauthenticatedError(header);
+              refused(descriptor.path, GrpcStatus.UNAUTHENTICATED);
               intercepting.sendStatus({ code: GrpcStatus.UNAUTHENTICATED, details: error.rawMessage, metadata: new Metadata() });
               return;
             }
