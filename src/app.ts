@@ -48,7 +48,7 @@ function ledgerDependency(name: string, sql: SqlClient, version: number): Depend
 }
 
 /** Connects before serving, so that a wrong REDIS_URL fails the start instead of the first Track. */
-async function connectRedis(url: string, logger: Logger): Promise<Redis> {
+async function connectRedis(url: string, commandTimeoutMs: number, logger: Logger): Promise<Redis> {
   // No offline queue: while Redis is away, calls fail at once with UNAVAILABLE instead of piling up.
   // A command timeout, so that a Redis that stops answering (a partition, not a reset) fails closed in
   // seconds. An apply whose reply never came may still have been applied: it stays in the outbox, and
@@ -57,7 +57,7 @@ async function connectRedis(url: string, logger: Logger): Promise<Redis> {
     lazyConnect: true,
     maxRetriesPerRequest: 2,
     enableOfflineQueue: false,
-    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    commandTimeout: commandTimeoutMs,
     // Commands issued in the same tick (concurrent Tracks) go out in one write.
     enableAutoPipelining: true,
     keepAlive: 10_000,
@@ -75,17 +75,13 @@ async function connectRedis(url: string, logger: Logger): Promise<Redis> {
 }
 
 const PARTITIONS_EVERY_MS = 6 * 3600_000;
-const REDIS_COMMAND_TIMEOUT_MS = 1_000;
 
-/** Events pending this long are taken for dead: far beyond a commit's normal latency. */
-const SWEEP_AFTER_MS = 3_000;
-const SWEEP_EVERY_MS = 1_000;
-
-function startSweeper(meter: Meter, logger: Logger): { stop(): Promise<void> } {
+/** Every `everyMs`, commits the events pending over `afterMs` (a replica that stopped left them). */
+function startSweeper(meter: Meter, afterMs: number, everyMs: number, logger: Logger): { stop(): Promise<void> } {
   let running: Promise<void> | null = null;
   const timer = setInterval(() => {
     running ??= meter
-      .sweep(SWEEP_AFTER_MS)
+      .sweep(afterMs)
       .then(
         (settled) => {
           if (settled > 0) logger.warn({ settled }, "committed events left pending by a replica that stopped");
@@ -95,7 +91,7 @@ function startSweeper(meter: Meter, logger: Logger): { stop(): Promise<void> } {
       .finally(() => {
         running = null;
       });
-  }, SWEEP_EVERY_MS);
+  }, everyMs);
   timer.unref();
   return {
     async stop() {
@@ -120,7 +116,13 @@ export async function openApp(config: Config, logger: Logger, observers: AppObse
     databaseUrl: config.databaseUrl,
     dataDir: config.databaseUrl === null ? path.join(config.dataDir, "ledger") : null,
     onPoolError: (error) => logger.error({ err: error }, "idle database connection failed"),
-    ...(observers.onCommit === undefined ? {} : { ledger: { onCommit: observers.onCommit } }),
+    poolSize: config.tuning.pgPoolSize,
+    ledger: {
+      maxBatchEvents: config.tuning.commitMaxEvents,
+      // PGlite runs one statement at a time, whatever is sent.
+      maxConcurrentCommits: config.databaseUrl === null ? 1 : config.tuning.concurrentCommits,
+      ...(observers.onCommit === undefined ? {} : { onCommit: observers.onCommit }),
+    },
   });
   try {
     const catalog = await Catalog.open(new SqlCatalogStore(sql));
@@ -128,7 +130,7 @@ export async function openApp(config: Config, logger: Logger, observers: AppObse
       const counts = await applyCatalogFile(catalog, config.catalogFile);
       logger.info({ file: config.catalogFile, ...counts }, "catalogue file applied");
     }
-    const redis = config.redisUrl === null ? null : await connectRedis(config.redisUrl, logger);
+    const redis = config.redisUrl === null ? null : await connectRedis(config.redisUrl, config.tuning.redisCommandTimeoutMs, logger);
     const fastPath: FastPath = redis ? new RedisFastPath({ redis, prefix: config.redisPrefix }) : new MemoryFastPath();
     const changes = new UsageChanges();
     const window = { maxBackdateMs: config.maxBackdateMs, maxFutureMs: config.maxFutureMs };
@@ -136,7 +138,7 @@ export async function openApp(config: Config, logger: Logger, observers: AppObse
     const metrics = new Metrics(meter, changes);
     // The sweeper commits what a commit left unconfirmed (and, on Redis, what a dead replica left in
     // the outbox); with Redis, catalogue and usage changes reach every replica.
-    const sweeper = startSweeper(meter, logger);
+    const sweeper = startSweeper(meter, config.tuning.sweepAfterMs, config.tuning.sweepEveryMs, logger);
     const sync = redis ? await RedisCatalogSync.start(catalog, redis, config.redisPrefix, changes, logger) : null;
     const relay = redis ? await RedisUsageRelay.start(changes, redis, config.redisPrefix, logger) : null;
     // Monthly ledger partitions are made months ahead at start-up; a long-running server keeps it so.

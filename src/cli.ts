@@ -90,7 +90,7 @@ async function serve(config: Config, workers: number): Promise<number> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "shutting down: draining calls and flushing the ledger");
-    server.close().then(
+    server.close(config.tuning.shutdownGraceMs).then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");

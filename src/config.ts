@@ -34,6 +34,31 @@ export interface Config {
   /** Client deadlines are capped at this. */
   maxTimeoutMs: number;
   logLevel: string;
+  tuning: Tuning;
+}
+
+/** Operational settings: each has a default that fits one small replica, documented in the README. */
+export interface Tuning {
+  /** Share (0 to 1) of successful Track, TrackBatch, TrackStream, Check and GetMetrics calls in the access log. */
+  accessLogSample: number;
+  /** How long a SIGTERM drain waits for calls in flight. */
+  shutdownGraceMs: number;
+  /** Outbox events pending this long are taken for stranded and committed by the sweeper... */
+  sweepAfterMs: number;
+  /** ...which looks this often. */
+  sweepEveryMs: number;
+  /** A Redis command that takes longer fails (and the call gets UNAVAILABLE). */
+  redisCommandTimeoutMs: number;
+  /** Postgres connections per process. */
+  pgPoolSize: number;
+  /** Most events in one group commit. */
+  commitMaxEvents: number;
+  /** Group commits in flight at once on Postgres (the embedded ledger takes one). */
+  concurrentCommits: number;
+  /** The most events in one TrackBatch call or TrackStream request (the API's limit is 1,000). */
+  maxBatchEvents: number;
+  /** How often readiness (GET /readyz, grpc.health.v1) checks Redis and Postgres. */
+  readinessEveryMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -63,6 +88,14 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
   if (!Number.isInteger(value) || value < min || value > max) {
     throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
   }
+  return value;
+}
+
+function fraction(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return fallback;
+  const value = Number(raw);
+  if (raw.trim() === "" || !Number.isFinite(value) || value < 0 || value > 1) throw new ConfigError(`${name} must be a number from 0 to 1, got "${raw}"`);
   return value;
 }
 
@@ -123,5 +156,26 @@ export function loadConfig(env: Env = process.env): Config {
     maxMessageBytes: int(env, "METERD_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxTimeoutMs: int(env, "METERD_MAX_TIMEOUT_MS", 30_000, 100, 600_000),
     logLevel: logLevel(env),
+    tuning: tuning(env),
   };
+}
+
+function tuning(env: Env): Tuning {
+  const t: Tuning = {
+    accessLogSample: fraction(env, "METERD_ACCESS_LOG_SAMPLE", 0.01),
+    shutdownGraceMs: int(env, "METERD_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    sweepAfterMs: int(env, "METERD_SWEEP_AFTER_MS", 3_000, 100, 3_600_000),
+    sweepEveryMs: int(env, "METERD_SWEEP_EVERY_MS", 1_000, 100, 3_600_000),
+    redisCommandTimeoutMs: int(env, "METERD_REDIS_COMMAND_TIMEOUT_MS", 1_000, 50, 60_000),
+    pgPoolSize: int(env, "METERD_PG_POOL_SIZE", 10, 2, 1_000),
+    commitMaxEvents: int(env, "METERD_COMMIT_MAX_EVENTS", 5_000, 1_000, 100_000),
+    concurrentCommits: int(env, "METERD_CONCURRENT_COMMITS", 2, 1, 16),
+    maxBatchEvents: int(env, "METERD_MAX_BATCH_EVENTS", 1_000, 1, 1_000),
+    readinessEveryMs: int(env, "METERD_READINESS_EVERY_MS", 5_000, 500, 600_000),
+  };
+  // Each commit in flight holds a connection; reads and the catalogue need at least one more.
+  if (t.pgPoolSize <= t.concurrentCommits) {
+    throw new ConfigError(`METERD_PG_POOL_SIZE (${t.pgPoolSize}) must be larger than METERD_CONCURRENT_COMMITS (${t.concurrentCommits})`);
+  }
+  return t;
 }

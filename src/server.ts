@@ -25,6 +25,8 @@ import { metricsRoute } from "./ops/metrics-route.js";
 import { PrometheusMetrics } from "./ops/prometheus.js";
 import { probesRoute } from "./ops/probes-route.js";
 import { Readiness } from "./ops/readiness.js";
+import { accessLog } from "./ops/access-log.js";
+import { bothCallMetrics } from "./rpc/call-metrics.js";
 
 export interface Server {
   app: App;
@@ -64,7 +66,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   prometheus.watch({ stats: app.meter.stats, fastPath: app.fastPath, watching: () => app.metrics.watching });
   const health = new HealthState();
   const services = [
-    rpcService(MeteringService, createMeteringService(app.meter, app.metrics, logger)),
+    rpcService(MeteringService, createMeteringService(app.meter, app.metrics, logger, config.tuning.maxBatchEvents)),
     rpcService(CatalogService, createCatalogService(app)),
     rpcService(AuthService, createAuthService({ tokens, catalog: app.catalog })),
     rpcService(Health, createHealthService(health)),
@@ -77,10 +79,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     maxMessageBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,
     logger,
-    callMetrics: prometheus.rpc,
+    // The access log only when its lines would be written: a call then costs nothing more.
+    callMetrics: logger.isLevelEnabled("info") ? bothCallMetrics(prometheus.rpc, accessLog(logger, config.tuning.accessLogSample)) : prometheus.rpc,
   };
   const grpc = createGrpcListener(common);
-  const readiness = new Readiness(app.dependencies, health, [MeteringService.typeName, CatalogService.typeName, AuthService.typeName]);
+  const readiness = new Readiness(app.dependencies, health, [MeteringService.typeName, CatalogService.typeName, AuthService.typeName], {
+    everyMs: config.tuning.readinessEveryMs,
+  });
   const probes = probesRoute(readiness, logger);
   const usagePage = usagePageRoute(logger);
   const metrics = metricsRoute(prometheus, logger);

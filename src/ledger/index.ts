@@ -30,6 +30,8 @@ export interface OpenLedgerOptions {
   /** PGlite's directory when databaseUrl is null; null means in memory (tests). */
   dataDir: string | null;
   ledger?: SqlLedgerOptions;
+  /** Postgres connections in the pool (default 10). */
+  poolSize?: number;
   /** Failures of idle pg connections; see PgClientOptions.onError. */
   onPoolError?: (err: Error) => void;
 }
@@ -41,7 +43,7 @@ export interface OpenLedgerOptions {
 export async function openLedger(opts: OpenLedgerOptions): Promise<{ ledger: SqlLedger; sql: SqlClient; migrated: MigrateResult }> {
   const sql =
     opts.databaseUrl !== null
-      ? createPgClient(opts.databaseUrl, opts.onPoolError ? { onError: opts.onPoolError } : {})
+      ? createPgClient(opts.databaseUrl, { ...(opts.onPoolError ? { onError: opts.onPoolError } : {}), ...(opts.poolSize === undefined ? {} : { max: opts.poolSize }) })
       : await openPgliteClient(opts.dataDir);
   let migrated: MigrateResult;
   try {

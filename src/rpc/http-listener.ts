@@ -157,7 +157,7 @@ function callMetricsInterceptor(recorders: Map<DescMethod, Record<RpcProtocol, R
     const recorder = recorders.get(req.method)?.[req.contextValues.get(protocolKey)];
     if (recorder === undefined) return next(req);
     const started = req.contextValues.get(callStartKey);
-    const done = (code: number): void => recorder.done(code, (performance.now() - started) / 1000);
+    const done = (code: number): void => recorder.done(code, (performance.now() - started) / 1000, req.contextValues.get(principalKey));
     try {
       const res = await next(req);
       if (!res.stream) done(0);

@@ -16,18 +16,20 @@ import { setCacheControl } from "./http-cache.js";
 import { usageBucketToMsg, usageQueryFromMsg } from "./query-usage.js";
 import { CustomerUsages, denyReasonToMsg, metricToMsg, trackInputFromMsg, trackOutcomeToMsg, usageToMsg } from "./convert.js";
 
+/** The most events in one TrackBatch call or TrackStream request: the proto's limit. */
 export const MAX_BATCH = 1000;
 
 function callerOf(ctx: HandlerContext): Caller {
   return { mayCorrect: ctx.values.get(principalKey)?.kind === "secret" };
 }
 
-function checkBatchSize(events: TrackRequest[]): void {
+function checkBatchSize(events: TrackRequest[], max: number): void {
   if (events.length === 0) throw invalid("events", "must hold at least 1 event", "BATCH_EMPTY");
-  if (events.length > MAX_BATCH) throw invalid("events", `must hold at most ${MAX_BATCH} events`, "BATCH_TOO_LARGE");
+  if (events.length > max) throw invalid("events", `must hold at most ${max} events`, "BATCH_TOO_LARGE");
 }
 
-export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pick<Logger, "error">): ServiceImpl<typeof MeteringService> {
+/** `maxBatch`: the most events per TrackBatch call or TrackStream request, up to MAX_BATCH. */
+export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pick<Logger, "error">, maxBatch = MAX_BATCH): ServiceImpl<typeof MeteringService> {
   /**
    * Every event of a batch is decided on its own; an invalid one gets its own error result. An event
    * that cannot even be converted (an invalid timestamp) is left out of trackMany, not the batch.
@@ -71,7 +73,7 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
 
     async trackBatch(req, ctx) {
       requireSecretKey(ctx, "TrackBatch");
-      checkBatchSize(req.events);
+      checkBatchSize(req.events, maxBatch);
       return await trackAll(req.events, callerOf(ctx), req.includeEventUsage);
     },
 
@@ -83,7 +85,7 @@ export function createMeteringService(meter: Meter, metrics: Metrics, logger: Pi
       let sequence = 0n;
       for await (const req of requests) {
         sequence++;
-        checkBatchSize(req.events);
+        checkBatchSize(req.events, maxBatch);
         yield { sequence, ...(await trackAll(req.events, caller, req.includeEventUsage)) };
       }
     },

@@ -15,6 +15,7 @@ import { Decision } from "../../gen/meterd/v1/usage_pb.js";
 import { makeDataDir, removeDir, ROOT, Sessions } from "./harness.js";
 
 const STARTUP_TIMEOUT_MS = 60_000;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A port that was free a moment ago: bind port 0, read the port, close. */
 function freePort(): Promise<number> {
@@ -52,7 +53,8 @@ async function spawnMeterd(dataDir: string): Promise<Meterd> {
   for (const name of Object.keys(env)) {
     if (name.startsWith("METERD_") || name === "DATABASE_URL" || name === "REDIS_URL") delete env[name];
   }
-  Object.assign(env, { METERD_GRPC_PORT: String(grpcPort), METERD_HTTP_PORT: String(httpPort), METERD_DATA_DIR: dataDir });
+  // Every call in the access log, not a sample of the Tracks: the test reads their lines.
+  Object.assign(env, { METERD_GRPC_PORT: String(grpcPort), METERD_HTTP_PORT: String(httpPort), METERD_DATA_DIR: dataDir, METERD_ACCESS_LOG_SAMPLE: "1" });
 
   const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", "serve", "--catalog", "examples/catalog.json"], {
     cwd: ROOT,
@@ -167,6 +169,22 @@ describe("meterd serve, the process", () => {
       `http://127.0.0.1:${first.httpPort}/meterd.v1.MeteringService/Track`,
     ]);
     expect(JSON.parse(replay.stdout)).toMatchObject({ eventId: JSON.parse(viaConnect.stdout).eventId, duplicate: true });
+
+    // One access-log line per call, naming the key by its id: the key itself is never logged.
+    const access = () =>
+      first
+        .stdout()
+        .split("\n")
+        .filter((line) => line.includes('"access":true'))
+        .map((line) => JSON.parse(line) as { procedure: string; protocol: string; code: string; ms: number; key?: string });
+    for (let waited = 0; access().length < 3 && waited < 5000; waited += 50) await sleep(50);
+    expect(access().map((l) => [l.procedure, l.protocol, l.code])).toEqual([
+      ["/meterd.v1.MeteringService/Track", "grpc", "OK"],
+      ["/meterd.v1.MeteringService/Track", "connect", "OK"],
+      ["/meterd.v1.MeteringService/Track", "connect", "OK"],
+    ]);
+    for (const line of access()) expect(line.key).toMatch(/^[\w-]+$/);
+    expect(first.stdout()).not.toContain(key);
 
     const noKey = await bufCurl(["--protocol", "connect", "-d", body("curl-nokey"), `http://127.0.0.1:${first.httpPort}/meterd.v1.MeteringService/Track`]);
     expect(noKey.code).not.toBe(0);

@@ -66,13 +66,14 @@ export function unaryHandler(spec: MethodImplSpec & { kind: "unary" }, host: Han
   return (call: ServerUnaryCall<AnyMessage, AnyMessage>, callback: sendUnaryData<AnyMessage>): void => {
     const started = recorder === null ? 0 : performance.now();
     const expiresAt = Math.min(deadlineOf(call), Date.now() + host.maxTimeoutMs);
-    const ctx = new GrpcCallContext(spec.method, call, host.principalOf(call), expiresAt);
+    const principal = host.principalOf(call);
+    const ctx = new GrpcCallContext(spec.method, call, principal, expiresAt);
     let answered = false;
     const finish = (error: ConnectError | null, response?: AnyMessage): void => {
       if (answered) return;
       answered = true;
       done();
-      recorder?.done(error === null ? 0 : error.code, (performance.now() - started) / 1000);
+      recorder?.done(error === null ? 0 : error.code, (performance.now() - started) / 1000, principal);
       if (error === null) {
         if (ctx.sentHeader !== undefined) call.sendMetadata(addHeadersTo(new Metadata(), ctx.sentHeader));
         callback(null, response, ctx.sentTrailer === undefined ? undefined : addHeadersTo(new Metadata(), ctx.sentTrailer));
@@ -172,7 +173,8 @@ export function streamHandler(spec: MethodImplSpec, host: HandlerHost) {
     const started = recorder === null ? 0 : performance.now();
     let code = 0;
     const expiresAt = capped ? Math.min(deadlineOf(call), Date.now() + host.maxTimeoutMs) : deadlineOf(call);
-    const ctx = new GrpcCallContext(spec.method, call, host.principalOf(call), expiresAt);
+    const principal = host.principalOf(call);
+    const ctx = new GrpcCallContext(spec.method, call, principal, expiresAt);
     const signal = ctx.signal;
     const done = host.track({ ctx, cut: (error) => ctx.abort(error) });
     const requests =
@@ -215,7 +217,7 @@ export function streamHandler(spec: MethodImplSpec, host: HandlerHost) {
       .finally(() => {
         ctx.complete();
         done();
-        recorder?.done(code, (performance.now() - started) / 1000);
+        recorder?.done(code, (performance.now() - started) / 1000, principal);
       });
   };
 }
