@@ -3,10 +3,9 @@
 // and check the program's output and the server's own count.
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MeteringService } from "../../gen/meterd/v1/metering_pb.js";
-import type { Server } from "../../src/server.js";
-import { auth, KEY, makeDataDir, removeDir, Sessions, startMeterd } from "../server/harness.js";
+import { auth, KEY, meterdForSuite } from "../server/harness.js";
 import { checkExampleOutput, IN_CI, missingPackages, type Output } from "./support.js";
 
 export interface ClientLanguage {
@@ -24,20 +23,8 @@ export function clientSuite(lang: ClientLanguage): void {
   }
 
   describe(`${lang.name} client`, () => {
-    let server: Server | undefined;
-    let dataDir: string | undefined;
-    const sessions = new Sessions();
-
-    beforeAll(async () => {
-      dataDir = await makeDataDir();
-      server = await startMeterd(dataDir);
-    });
-
-    afterAll(async () => {
-      sessions.abortAll();
-      await server?.close(1000);
-      await removeDir(dataDir);
-    });
+    const meterd = meterdForSuite();
+    const sessions = meterd.sessions;
 
     it("has its toolchain installed (.ci/run installs it)", () => {
       expect(missing, `apt-get install ${missing.join(" ")}`).toEqual([]);
@@ -49,7 +36,7 @@ export function clientSuite(lang: ClientLanguage): void {
 
     for (const listener of ["grpc", "http"] as const) {
       it(`tracks, retries, batches, reads metrics and decodes an ErrorDetail over the ${listener} listener`, async () => {
-        const s = server as Server;
+        const s = meterd.server;
         const port = listener === "grpc" ? s.grpcPort : s.httpPort;
         const customer = `cus_${lang.language}_${listener}_${Date.now()}`;
 
@@ -61,8 +48,8 @@ export function clientSuite(lang: ClientLanguage): void {
 
         checkExampleOutput(stdout);
         const grpcUrl = `http://127.0.0.1:${s.grpcPort}`;
-        const meterd = createClient(MeteringService, createGrpcTransport({ baseUrl: grpcUrl, sessionManager: sessions.h2(grpcUrl) }));
-        const { metrics } = await meterd.getMetrics({ customerId: customer, featureKey: "api_calls" }, { headers: auth });
+        const metering = createClient(MeteringService, createGrpcTransport({ baseUrl: grpcUrl, sessionManager: sessions.h2(grpcUrl) }));
+        const { metrics } = await metering.getMetrics({ customerId: customer, featureKey: "api_calls" }, { headers: auth });
         expect(metrics.map((m) => m.consumed)).toEqual([3]);
       }, 180_000);
     }

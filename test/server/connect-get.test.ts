@@ -2,20 +2,16 @@
 // query string, the key in the Authorization header. Each answer says how a cache may keep it: private
 // always, revalidated unless its range is closed (older than the backdating window). Calls that write
 // are not served by GET. Errors come as Connect's JSON error body with meterd's ErrorDetail.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Server } from "../../src/server.js";
-import { auth, makeDataDir, removeDir, startMeterd } from "./harness.js";
+import { beforeAll, describe, expect, it } from "vitest";
+import { auth, meterdForSuite } from "./harness.js";
 
 const DAY_MS = 86_400_000;
 
 describe("GET for the read-only calls", () => {
-  let server: Server;
-  let dataDir: string;
+  const meterd = meterdForSuite();
 
   beforeAll(async () => {
-    dataDir = await makeDataDir();
-    server = await startMeterd(dataDir);
-    const res = await fetch(`http://127.0.0.1:${server.httpPort}/meterd.v1.MeteringService/Track`, {
+    const res = await fetch(`http://127.0.0.1:${meterd.server.httpPort}/meterd.v1.MeteringService/Track`, {
       method: "POST",
       headers: { ...auth, "content-type": "application/json" },
       body: JSON.stringify({ customerId: "cus_get", featureKey: "api_calls", amount: 2, idempotencyKey: "g-1" }),
@@ -23,13 +19,8 @@ describe("GET for the read-only calls", () => {
     expect(res.status).toBe(200);
   });
 
-  afterAll(async () => {
-    await server?.close(500);
-    await removeDir(dataDir);
-  });
-
   const get = (method: string, message: unknown) =>
-    fetch(`http://127.0.0.1:${server.httpPort}/meterd.v1.${method}?connect=v1&encoding=json&message=${encodeURIComponent(JSON.stringify(message))}`, { headers: auth });
+    fetch(`http://127.0.0.1:${meterd.server.httpPort}/meterd.v1.${method}?connect=v1&encoding=json&message=${encodeURIComponent(JSON.stringify(message))}`, { headers: auth });
 
   it("GetMetrics and Check: answered, private and revalidated", async () => {
     const metrics = await get("MeteringService/GetMetrics", { customerId: "cus_get", featureKey: "api_calls" });
@@ -59,7 +50,7 @@ describe("GET for the read-only calls", () => {
     expect([features.status, features.headers.get("cache-control")]).toEqual([200, "private, no-cache"]);
     const track = await get("MeteringService/Track", { customerId: "cus_get", featureKey: "api_calls", idempotencyKey: "g-2" });
     expect(track.status).toBe(405);
-    const post = await fetch(`http://127.0.0.1:${server.httpPort}/meterd.v1.MeteringService/GetMetrics`, {
+    const post = await fetch(`http://127.0.0.1:${meterd.server.httpPort}/meterd.v1.MeteringService/GetMetrics`, {
       method: "POST",
       headers: { ...auth, "content-type": "application/json" },
       body: JSON.stringify({ customerId: "cus_get" }),

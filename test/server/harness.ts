@@ -8,6 +8,7 @@ import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Http2SessionManager } from "@connectrpc/connect-node";
 import { pino } from "pino";
+import { afterAll, beforeAll } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import { startServer, type Server } from "../../src/server.js";
 
@@ -52,6 +53,32 @@ export class Sessions {
   abortAll(): void {
     for (const manager of this.all) manager.abort();
   }
+}
+
+/**
+ * A meterd for the enclosing describe block (or the file): started in beforeAll on a data directory of
+ * its own with `env`, closed (with its HTTP/2 sessions) and removed in afterAll.
+ */
+export function meterdForSuite(env: Record<string, string> = {}): { readonly server: Server; readonly sessions: Sessions } {
+  const sessions = new Sessions();
+  let server: Server | undefined;
+  let dataDir: string | undefined;
+  beforeAll(async () => {
+    dataDir = await makeDataDir();
+    server = await startMeterd(dataDir, env);
+  });
+  afterAll(async () => {
+    sessions.abortAll();
+    await server?.close(1000);
+    await removeDir(dataDir);
+  });
+  return {
+    get server(): Server {
+      if (server === undefined) throw new Error("meterd is started in beforeAll: read the server inside a test or hook");
+      return server;
+    },
+    sessions,
+  };
 }
 
 /** The error a call fails with; fails the test if the call succeeds. */

@@ -9,7 +9,7 @@ import type { Server } from "../../src/server.js";
 import { postgresSkipReason, createTestDatabase, type TestDatabase } from "../support/pg.js";
 import { connectTestRedis, REDIS_URL, redisSkipReason, type TestRedis } from "../support/redis.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
-import { makeDataDir, removeDir, Sessions, startMeterd } from "./harness.js";
+import { makeDataDir, meterdForSuite, removeDir, Sessions, startMeterd } from "./harness.js";
 
 const skip = (await postgresSkipReason()) ?? (await redisSkipReason());
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -22,22 +22,10 @@ async function probe(server: Server, path: string, method = "GET"): Promise<{ st
 }
 
 describe("probes on the embedded default", () => {
-  let server: Server;
-  let dataDir: string;
-  const sessions = new Sessions();
-
-  beforeAll(async () => {
-    dataDir = await makeDataDir();
-    server = await startMeterd(dataDir);
-  });
-
-  afterAll(async () => {
-    sessions.abortAll();
-    await server?.close(500);
-    await removeDir(dataDir);
-  });
+  const meterd = meterdForSuite();
 
   it("answer without a key: up, ready with the ledger checked, JSON never cached", async () => {
+    const server = meterd.server;
     expect(await probe(server, "/healthz")).toEqual({ status: 200, body: '{"status":"up"}\n', type: "application/json", cache: "no-store" });
     const ready = await probe(server, "/readyz");
     expect(ready.status).toBe(200);
@@ -47,6 +35,7 @@ describe("probes on the embedded default", () => {
   });
 
   it("grpc.health.v1 says SERVING on both listeners", async () => {
+    const { server, sessions } = meterd;
     const grpcUrl = `http://127.0.0.1:${server.grpcPort}`;
     for (const transport of [
       createConnectTransport({ baseUrl: `http://127.0.0.1:${server.httpPort}`, httpVersion: "1.1" }),

@@ -1,29 +1,17 @@
 // Operational settings reach the server: METERD_MAX_BATCH_EVENTS lowers the events a TrackBatch call
 // may hold, with the same refusal as the API's own limit.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { ErrorDetailSchema } from "../../gen/meterd/v1/usage_pb.js";
 import { MeteringService } from "../../gen/meterd/v1/metering_pb.js";
-import type { Server } from "../../src/server.js";
-import { auth, errorOf, makeDataDir, removeDir, startMeterd } from "./harness.js";
+import { auth, errorOf, meterdForSuite } from "./harness.js";
 
 describe("METERD_MAX_BATCH_EVENTS", () => {
-  let server: Server;
-  let dataDir: string;
-
-  beforeAll(async () => {
-    dataDir = await makeDataDir();
-    server = await startMeterd(dataDir, { METERD_MAX_BATCH_EVENTS: "2" });
-  });
-
-  afterAll(async () => {
-    await server?.close(500);
-    await removeDir(dataDir);
-  });
+  const meterd = meterdForSuite({ METERD_MAX_BATCH_EVENTS: "2" });
 
   it("refuses a batch over it, and takes one at it", async () => {
-    const metering = createClient(MeteringService, createConnectTransport({ baseUrl: `http://127.0.0.1:${server.httpPort}`, httpVersion: "1.1" }));
+    const metering = createClient(MeteringService, createConnectTransport({ baseUrl: `http://127.0.0.1:${meterd.server.httpPort}`, httpVersion: "1.1" }));
     const event = (key: string) => ({ customerId: "cus_tuned", featureKey: "api_calls", idempotencyKey: key });
     const err = await errorOf(() => metering.trackBatch({ events: [event("a"), event("b"), event("c")] }, { headers: auth }));
     expect(err.code).toBe(Code.InvalidArgument);
