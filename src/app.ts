@@ -131,10 +131,10 @@ export async function openApp(config: Config, logger: Logger, observers: AppObse
       logger.info({ file: config.catalogFile, ...counts }, "catalogue file applied");
     }
     const redis = config.redisUrl === null ? null : await connectRedis(config.redisUrl, config.tuning.redisCommandTimeoutMs, logger);
-    const fastPath: FastPath = redis ? new RedisFastPath({ redis, prefix: config.redisPrefix }) : new MemoryFastPath();
+    const fastPath: FastPath = redis ? new RedisFastPath({ redis, prefix: config.redisPrefix, settledTtlSeconds: config.tuning.settledTtlSeconds }) : new MemoryFastPath();
     const changes = new UsageChanges();
     const window = { maxBackdateMs: config.maxBackdateMs, maxFutureMs: config.maxFutureMs };
-    const meter = new Meter({ catalog, fastPath, ledger, changes, window, logger });
+    const meter = new Meter({ catalog, fastPath, ledger, changes, window, logger, rebuildGraceMs: config.tuning.rebuildGraceMs });
     const metrics = new Metrics(meter, changes);
     // The sweeper commits what a commit left unconfirmed (and, on Redis, what a dead replica left in
     // the outbox); with Redis, catalogue and usage changes reach every replica.

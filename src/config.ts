@@ -57,8 +57,14 @@ export interface Tuning {
   concurrentCommits: number;
   /** The most events in one TrackBatch call or TrackStream request (the API's limit is 1,000). */
   maxBatchEvents: number;
-  /** How often readiness (GET /readyz, grpc.health.v1) checks Redis and Postgres. */
+  /** How often readiness (GET /readyz, grpc.health.v1) checks Redis and Postgres... */
   readinessEveryMs: number;
+  /** ...and how long each may take to answer before it counts as down. */
+  readinessTimeoutMs: number;
+  /** How long Redis alone answers a retry of a committed event (the ledger answers after that). */
+  settledTtlSeconds: number;
+  /** After Redis lost its data, how long a customer's first event waits for commits in flight before its counters are rebuilt. */
+  rebuildGraceMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -172,6 +178,9 @@ function tuning(env: Env): Tuning {
     concurrentCommits: int(env, "METERD_CONCURRENT_COMMITS", 2, 1, 16),
     maxBatchEvents: int(env, "METERD_MAX_BATCH_EVENTS", 1_000, 1, 1_000),
     readinessEveryMs: int(env, "METERD_READINESS_EVERY_MS", 5_000, 500, 600_000),
+    readinessTimeoutMs: int(env, "METERD_READINESS_TIMEOUT_MS", 2_000, 100, 60_000),
+    settledTtlSeconds: int(env, "METERD_SETTLED_TTL_SECONDS", 7 * 86_400, 60, 365 * 86_400),
+    rebuildGraceMs: int(env, "METERD_REBUILD_GRACE_MS", 3_000, 0, 600_000),
   };
   // Each commit in flight holds a connection; reads and the catalogue need at least one more.
   if (t.pgPoolSize <= t.concurrentCommits) {

@@ -85,6 +85,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   const grpc = createGrpcListener(common);
   const readiness = new Readiness(app.dependencies, health, [MeteringService.typeName, CatalogService.typeName, AuthService.typeName], {
     everyMs: config.tuning.readinessEveryMs,
+    timeoutMs: config.tuning.readinessTimeoutMs,
   });
   const probes = probesRoute(readiness, logger);
   const usagePage = usagePageRoute(logger);

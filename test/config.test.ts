@@ -16,6 +16,9 @@ describe("operational settings", () => {
       concurrentCommits: 2,
       maxBatchEvents: 1_000,
       readinessEveryMs: 5_000,
+      readinessTimeoutMs: 2_000,
+      settledTtlSeconds: 604_800,
+      rebuildGraceMs: 3_000,
     });
   });
 
