@@ -27,8 +27,8 @@ export interface App {
   ledger: Ledger;
   fastPath: FastPath;
   changes: UsageChanges;
-  /** "embedded" (in-process fast path, PGlite) or "postgres" (in-process fast path, Postgres). */
-  storage: string;
+  /** Which fast path and ledger run: in-process and PGlite, in-process and Postgres, or Redis and Postgres. */
+  storage: "embedded" | "postgres" | "redis + postgres";
   /** What readiness checks: the ledger (with its migrations applied), and Redis when it is used. */
   dependencies: Dependency[];
   /** Flushes the ledger, then releases every client. */
