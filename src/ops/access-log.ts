@@ -2,18 +2,10 @@
 // or a customer token's id, never a secret). The ingestion calls (Track, TrackBatch, TrackStream, Check)
 // and GetMetrics (which dashboards poll) come thousands a second, so their successful calls are logged
 // at a sampling rate; their failures, and every call of every other method, always are.
-import { Code } from "@connectrpc/connect";
-import type { RpcCallMetrics } from "../rpc/call-metrics.js";
+import { codeName, type RpcCallMetrics } from "../rpc/call-metrics.js";
 
 /** The procedures whose successful calls are sampled. */
 const HIGH_VOLUME = new Set(["Track", "TrackBatch", "TrackStream", "Check", "GetMetrics"].map((m) => `/meterd.v1.MeteringService/${m}`));
-
-/** Code names as logs and gRPC tools spell them: "OK", "INVALID_ARGUMENT", ... */
-function codeName(code: number): string {
-  if (code === 0) return "OK";
-  const name = Code[code];
-  return name === undefined ? String(code) : name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
-}
 
 /** What the access log writes to: a pino logger, or anything with its info(object, message). */
 export interface AccessLogSink {

@@ -6,28 +6,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { FastPath, OutboxStatus } from "../fastpath/fastpath.js";
 import type { MeterStats } from "../metering/stats.js";
-import type { RpcCallRecorder, RpcProtocol } from "../rpc/call-metrics.js";
-
-/** gRPC status names by code number, as the `code` label shows them. */
-const CODE_NAMES = [
-  "OK",
-  "CANCELLED",
-  "UNKNOWN",
-  "INVALID_ARGUMENT",
-  "DEADLINE_EXCEEDED",
-  "NOT_FOUND",
-  "ALREADY_EXISTS",
-  "PERMISSION_DENIED",
-  "RESOURCE_EXHAUSTED",
-  "FAILED_PRECONDITION",
-  "ABORTED",
-  "OUT_OF_RANGE",
-  "UNIMPLEMENTED",
-  "INTERNAL",
-  "UNAVAILABLE",
-  "DATA_LOSS",
-  "UNAUTHENTICATED",
-];
+import { codeName, type RpcCallRecorder, type RpcProtocol } from "../rpc/call-metrics.js";
 
 /** From half a millisecond (a decision answered from memory) to 10 s (a call held by a slow ledger). */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -94,10 +73,10 @@ export class PrometheusMetrics {
       recorder = {
         done(code, seconds) {
           latency.observe(seconds);
-          (byCode[code] ??= calls.labels(procedure, protocol, CODE_NAMES[code] ?? String(code))).inc();
+          (byCode[code] ??= calls.labels(procedure, protocol, codeName(code))).inc();
         },
         refused(code) {
-          (byCode[code] ??= calls.labels(procedure, protocol, CODE_NAMES[code] ?? String(code))).inc();
+          (byCode[code] ??= calls.labels(procedure, protocol, codeName(code))).inc();
         },
       };
       this.recorders.set(key, recorder);

@@ -16,6 +16,32 @@ export interface RpcCallRecorder {
 /** The recorder of a procedure ("/pkg.Service/Method") over a protocol; made once, then the same object. */
 export type RpcCallMetrics = (procedure: string, protocol: RpcProtocol) => RpcCallRecorder;
 
+/** gRPC status names by code number, as gRPC spells them (CANCELLED, not connect-es's Canceled). */
+const CODE_NAMES = [
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
+];
+
+/** A status code's name, the same in the metrics' `code` label and in the access log. */
+export function codeName(code: number): string {
+  return CODE_NAMES[code] ?? String(code);
+}
+
 /** The protocol of a request to the Connect listener, from its content type. */
 export function protocolOf(contentType: string | undefined): RpcProtocol {
   if (contentType === undefined || !contentType.startsWith("application/grpc")) return "connect";

@@ -8,10 +8,9 @@ import type { Ledger } from "../ledger/ledger.js";
 import type { UsageChanges } from "../metering/changes.js";
 import { decimalToUnits, unitsToNumber } from "../metering/decimal.js";
 import { invalid, MeterError } from "../metering/errors.js";
-import { checkTimestampFields } from "../metering/validate.js";
 import type { Meter } from "../metering/meter.js";
 import { CREDIT_PRECISION } from "../metering/usage.js";
-import { checkCustomerId, checkStorableText } from "../metering/validate.js";
+import { checkCustomerId, checkStorableText, checkTimestampFields } from "../metering/validate.js";
 import { principalKey } from "./context.js";
 import { setCacheControl } from "./http-cache.js";
 

@@ -160,8 +160,8 @@ function callMetricsInterceptor(recorders: Map<DescMethod, Record<RpcProtocol, R
     const done = (code: number): void => recorder.done(code, (performance.now() - started) / 1000, req.contextValues.get(principalKey));
     try {
       const res = await next(req);
-      if (!res.stream) done(0);
-      else return { ...res, message: recordedStream(res.message, done) };
+      if (res.stream) return { ...res, message: recordedStream(res.message, done) };
+      done(0);
       return res;
     } catch (reason) {
       done(ConnectError.from(reason).code);

@@ -37,9 +37,12 @@ describe("accessLog", () => {
     const { lines, logger } = capture();
     const record = accessLog(logger, 1)(TRACK, "grpc-web");
     record.done(0, 0.002, token);
+    record.done(1, 0.003, token);
     record.refused(16);
     expect(lines).toEqual([
       { access: true, procedure: TRACK, protocol: "grpc-web", code: "OK", ms: 2, token: "tok_9", customer: "cus_7", msg: "call" },
+      // gRPC's spelling, as the metrics' code label has it.
+      { access: true, procedure: TRACK, protocol: "grpc-web", code: "CANCELLED", ms: 3, token: "tok_9", customer: "cus_7", msg: "call" },
       { access: true, procedure: TRACK, protocol: "grpc-web", code: "UNAUTHENTICATED", msg: "call refused" },
     ]);
   });
